@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The contract between ember-vmm's front end (command line, Firecracker API,
+ * config file: main.c, api.c, config.c) and its machine (KVM, memory, vCPUs,
+ * boot, devices: vm.c and the device files).
+ *
+ * The front end collects a struct vm_config from API requests or a config
+ * file, validates what can be validated without KVM (config.c), then calls
+ * vm_create() and vm_start(). The machine runs its own vCPU threads and
+ * device event thread; the front end learns that the guest has ended from
+ * vm_exit_fd().
+ *
+ * Lifecycle (the front end's state machine, api.c):
+ *
+ *   NotStarted --InstanceStart--> Running <--PATCH /vm--> Paused
+ *        |                          |                        |
+ *        |                          +--reboot/crash--> Exited <+
+ *        +--PUT /snapshot/load--> Paused or Running
+ *
+ * Configuration requests are accepted only in NotStarted; a snapshot load
+ * only before any configuration for a cold boot.
+ */
+#ifndef EMBER_VMM_VM_H
+#define EMBER_VMM_VM_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VM_MAX_VCPUS 32
+#define VM_MAX_DRIVES 8
+#define VM_MAX_NETS 4
+#define VM_ID_MAX 64
+#define VM_CMDLINE_MAX 4096
+
+struct vm_drive {
+	char drive_id[VM_ID_MAX];
+	char path_on_host[PATH_MAX];
+	bool is_root_device;
+	bool is_read_only;
+};
+
+struct vm_net {
+	char iface_id[VM_ID_MAX];
+	char host_dev_name[32];
+	char guest_mac[18]; /* "aa:bb:cc:dd:ee:ff" or "" */
+};
+
+struct vm_vsock {
+	bool present;
+	uint32_t guest_cid;
+	char uds_path[PATH_MAX];
+};
+
+struct vm_config {
+	char id[VM_ID_MAX];	/* the VMM's --id, used as log prefix */
+
+	/* PUT /boot-source */
+	bool has_boot_source;
+	char kernel_image_path[PATH_MAX];
+	char initrd_path[PATH_MAX];	/* "" when none */
+	char boot_args[VM_CMDLINE_MAX];	/* "" means the default below */
+
+	/* PUT /machine-config */
+	unsigned vcpu_count;		/* 1..VM_MAX_VCPUS */
+	uint64_t mem_size_mib;
+	bool smt;
+	bool track_dirty_pages;
+
+	/* PUT /drives/{id}, /network-interfaces/{id}, /vsock, /entropy */
+	struct vm_drive drives[VM_MAX_DRIVES];
+	unsigned n_drives;
+	struct vm_net nets[VM_MAX_NETS];
+	unsigned n_nets;
+	struct vm_vsock vsock;
+	bool entropy;
+
+	/* Where the serial console goes: "" means the VMM's stdout. */
+	char serial_out_path[PATH_MAX];
+	/* --boot-timer: log the time from InstanceStart to the guest's write
+	 * to the boot-timer I/O port. */
+	bool boot_timer;
+};
+
+/* Firecracker's default kernel command line when boot_args is empty. */
+#define VM_DEFAULT_BOOT_ARGS                                                  \
+	"reboot=k panic=1 pci=off nomodules 8250.nr_uarts=1 i8042.noaux "    \
+	"i8042.nomux i8042.dumbkbd"
+
+struct vm;
+
+/* Builds the machine: KVM VM, guest memory, kernel and initrd loaded, boot
+ * parameters, vCPUs, devices. Nothing runs yet. On failure returns a
+ * negative errno and writes a message for the user (naming the file or the
+ * value at fault) into err. */
+int vm_create(const struct vm_config *cfg, struct vm **out, char *err,
+	      size_t errlen);
+
+/* Starts the vCPU threads and the device thread. 0 or -errno. */
+int vm_start(struct vm *vm);
+
+/* Presses Ctrl-Alt-Del through the i8042 controller. */
+int vm_send_ctrl_alt_del(struct vm *vm);
+
+/* An eventfd that becomes readable once the guest has ended (reboot,
+ * power-off, crash). Owned by the vm. */
+int vm_exit_fd(const struct vm *vm);
+
+/* After the exit fd fired: 0 for a reboot or power-off, 1 for a crash
+ * (triple fault, KVM internal error; the registers are already logged). */
+int vm_exit_status(const struct vm *vm);
+
+/* Stops every thread, releases every fd and all guest memory. NULL is ok. */
+void vm_destroy(struct vm *vm);
+
+#endif

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Runs Ember's test tiers and prints one closing line: `N passed, N failed`.
+
+  unit, kvm  from build-asan/ (AddressSanitizer + UBSan), directly here
+  e2e        from build/, with one shared nested host for the whole run when
+             this machine needs one (see hosts/nested/README.md)
+
+Usage: tests/run.py [--suite unit|kvm|e2e ...] [meson test args...]
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def meson_test(builddir, suites, logbase, extra, env=None):
+    cmd = ["meson", "test", "-C", builddir, "--print-errorlogs",
+           "--logbase", logbase, "--num-processes", "1"]
+    for s in suites:
+        cmd += ["--suite", s]
+    cmd += extra
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, env=env)
+    return read_results(os.path.join(builddir, "meson-logs", logbase + ".json"))
+
+
+def read_results(path):
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                r = json.loads(line).get("result", "")
+                if r in ("OK", "EXPECTEDFAIL"):
+                    counts["passed"] += 1
+                elif r == "SKIP":
+                    counts["skipped"] += 1
+                else:
+                    counts["failed"] += 1
+    except FileNotFoundError:
+        # meson wrote no log: it failed before running any test.
+        counts["failed"] += 1
+    return counts
+
+
+def has_tests(builddir, suite):
+    out = subprocess.run(["meson", "test", "-C", builddir, "--list",
+                          "--suite", suite],
+                         capture_output=True, text=True)
+    return out.returncode == 0 and any(l.strip() for l in out.stdout.splitlines())
+
+
+def main():
+    args = sys.argv[1:]
+    suites = []
+    extra = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--suite" and i + 1 < len(args):
+            suites.append(args[i + 1])
+            i += 2
+        else:
+            extra.append(args[i])
+            i += 1
+    if not suites:
+        suites = ["unit", "kvm", "e2e"]
+
+    total = {"passed": 0, "failed": 0, "skipped": 0}
+
+    def add(c):
+        for k in total:
+            total[k] += c[k]
+
+    direct = [s for s in suites if s in ("unit", "kvm")]
+    if direct:
+        add(meson_test(os.path.join(ROOT, "build-asan"), direct,
+                       "testlog-direct", extra))
+
+    if "e2e" in suites and has_tests(os.path.join(ROOT, "build"), "e2e"):
+        sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+        import nested_session  # noqa: E402  (tests/e2e/nested_session.py)
+        with nested_session.session(ROOT) as env:
+            add(meson_test(os.path.join(ROOT, "build"), ["e2e"],
+                           "testlog-e2e", extra, env=env))
+
+    line = f"{total['passed']} passed, {total['failed']} failed"
+    if total["skipped"]:
+        line += f", {total['skipped']} skipped"
+    print(line)
+    return 1 if total["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
