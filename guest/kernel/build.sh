@@ -22,6 +22,14 @@ if [ -s "$out/vmlinux" ] && [ -s "$out/bzImage" ]; then
 fi
 
 mkdir -p "$cache/kernel" || die "cannot create $cache/kernel (set EMBER_CACHE to a writable folder)"
+# One build at a time: a second caller waits here, then finds the result.
+exec 9>"$cache/kernel/.lock"
+flock 9
+if [ -s "$out/vmlinux" ] && [ -s "$out/bzImage" ]; then
+  echo "guest-kernel: cached in $out" >&2
+  echo "$out"
+  exit 0
+fi
 avail_kb=$(df -Pk "$cache" | awk 'NR==2 {print $4}')
 [ "${avail_kb:-0}" -ge 3000000 ] || die "not enough space in $cache: the kernel build needs 3 GB, $((avail_kb / 1024)) MB free"
 

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Ember's benchmarks: one table, one JSON file.
+
+Each figure is the median of several runs; every comparison runs both sides
+alternately in one run (same machine, same nested host) and reports their
+ratio, because these machines are shared and noisy. Absolute times from here
+are rough sizes only.
+
+Results go to bench/results/latest.json as {"key": value, ...} plus
+"_notes" (what was not measured and why) and "_machine".
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+RESULTS = os.path.join(ROOT, "bench", "results", "latest.json")
+
+results = {}
+notes = {}
+targets = []   # (description, ok: bool or None)
+
+
+def run_json(cmd, timeout=600, env=None):
+    """Runs a benchmark program that prints one JSON object on stdout."""
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                         env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {out.returncode}: "
+                           f"{out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_uffd():
+    prog = os.path.join(BUILD, "bench", "uffd", "bench-uffd")
+    uffd = os.path.join(BUILD, "src", "ember-uffd", "ember-uffd")
+    if not (os.path.exists(prog) and os.path.exists(uffd)):
+        notes["fault_p50_us"] = "bench-uffd or ember-uffd not built"
+        return
+    r = run_json([prog, "--uffd-bin", uffd])
+    for k in ("fault_p50_us", "fault_p99_us", "fault_floor_us"):
+        if k in r:
+            results[k] = r[k]
+    if "fault_p50_us" in r and "fault_floor_us" in r:
+        targets.append(("fault_p50_us within 2x of fault_floor_us",
+                        r["fault_p50_us"] <= 2 * r["fault_floor_us"]))
+
+
+def bench_init():
+    prog = os.path.join(BUILD, "bench", "init", "bench-init")
+    if not os.path.exists(prog):
+        notes["exec_rtt_ms"] = "bench-init not built"
+        return
+    r = run_json([prog])
+    for k, v in r.items():
+        results["guest_agent_" + k] = v
+    notes.setdefault("exec_rtt_ms",
+                     "measured on a Unix socket to ember-init on this host "
+                     "(guest_agent_*), not yet through emberd and vsock")
+
+
+BENCHES = [bench_uffd, bench_init]
+
+
+def main():
+    t0 = time.time()
+    for b in BENCHES:
+        name = b.__name__
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            b()
+        except Exception as e:  # one failing benchmark does not stop the rest
+            notes[name] = f"failed: {e}"
+            print(f"bench: {name} failed: {e}", file=sys.stderr)
+    doc = dict(results)
+    doc["_notes"] = notes
+    doc["_targets"] = {d: ok for d, ok in targets}
+    doc["_machine"] = {"host": platform.node(), "cpus": os.cpu_count(),
+                       "kernel": platform.release(),
+                       "seconds": round(time.time() - t0, 1)}
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    tmp = RESULTS + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, RESULTS)
+
+    print(f"{'key':32} value")
+    for k in sorted(results):
+        v = results[k]
+        print(f"{k:32} {v:.3f}" if isinstance(v, float) else f"{k:32} {v}")
+    for d, ok in targets:
+        print(f"target: {d}: {'met' if ok else 'MISSED'}")
+    for k, v in sorted(notes.items()):
+        print(f"not measured: {k}: {v}")
+    print(f"wrote {os.path.relpath(RESULTS, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

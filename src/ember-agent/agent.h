@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ember-agent: the host agent. Internal interfaces between its files:
+ *
+ *   main.c        options, start-up, signals
+ *   rpc.c         the Connect server (HTTP/1.1, libmicrohttpd), /metrics
+ *   sandbox.c     the sandbox table, its state machine, persistence
+ *   vmm_client.c  the Firecracker API client (libcurl over a Unix socket)
+ *   disk.c        the private rootfs copy (reflink, else sparse copy)
+ *   ns.c          path layout; starting the VMM in its own mount namespace
+ *   snapshot.c    pause, resume, snapshot templates (not done yet)
+ *   metrics.c     counters for GET /metrics
+ *
+ * Every function returns 0 or a negative errno unless its comment says
+ * otherwise; a message for the RPC caller goes in `err` (struct agent_err).
+ */
+#ifndef EMBER_AGENT_AGENT_H
+#define EMBER_AGENT_AGENT_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define AGENT_ID_MAX 63
+#define AGENT_TOKEN_LEN 32
+#define AGENT_DEFAULT_STATE_DIR "/var/lib/ember"
+#define AGENT_DEFAULT_RUN_DIR "/run/ember"
+#define AGENT_DEFAULT_BOOT_ARGS                                               \
+	"console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw quiet"
+/* Largest file ReadFile returns when the request gives no max_bytes. */
+#define AGENT_READ_LIMIT (64u << 20)
+
+enum vmm_kind { VMM_EMBER, VMM_FIRECRACKER };
+
+struct agent_config {
+	char listen_host[64];
+	unsigned listen_port;
+	char state_dir[256];
+	char run_dir[128];
+	char vmm_bin[256];
+	enum vmm_kind vmm_kind;
+	char uffd_bin[256];
+	char kernel[256];   /* default kernel of base templates */
+	char rootfs[256];   /* default rootfs of base templates */
+	unsigned boot_timeout_s;
+};
+
+/* A message for the RPC caller, next to the -errno a function returns. */
+struct agent_err {
+	char msg[512];
+};
+void agent_err_set(struct agent_err *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* --- the sandbox state machine (sandbox.c) ---------------------------------
+ * Values are those of proto's SandboxState. */
+enum sbx_state {
+	SBX_STARTING = 1,
+	SBX_RUNNING = 2,
+	SBX_PAUSING = 3,
+	SBX_PAUSED = 4,
+	SBX_RESUMING = 5,
+	SBX_STOPPING = 6,
+	SBX_STOPPED = 7,
+	SBX_ERROR = 8,
+};
+const char *sbx_state_name(enum sbx_state s);
+int sbx_state_parse(const char *name, enum sbx_state *out);
+bool sbx_transition_allowed(enum sbx_state from, enum sbx_state to);
+/* Whether ListSandboxes reports a sandbox in this state. */
+bool sbx_state_listed(enum sbx_state s);
+
+struct sandbox {
+	char id[AGENT_ID_MAX + 1];
+	char template_name[128];
+	enum sbx_state state;
+	unsigned vcpus;
+	uint64_t memory_mib;
+	char token[AGENT_TOKEN_LEN + 1];
+	pid_t vmm_pid;
+	bool vmm_child;		/* forked by this agent (else adopted) */
+	int64_t created_ms;
+	char error[256];
+	json_t *metadata;	/* object of strings */
+	json_t *env;		/* object of strings, laid under each exec's */
+	struct sandbox *next;
+};
+
+struct agent {
+	struct agent_config cfg;
+	char host_id[64];
+	char vmm_version[64];
+	pthread_mutex_t lock;	/* the table and every sandbox's state */
+	struct sandbox *sandboxes;
+	struct agent_metrics *metrics;
+};
+
+/* Checks an id: 1 to 63 of [A-Za-z0-9_-]. */
+bool agent_valid_id(const char *id);
+
+int agent_init(struct agent *a);
+void agent_fini(struct agent *a);
+/* Reads every sandbox's state file; adopts running VMMs. */
+int agent_load(struct agent *a);
+
+struct create_args {
+	const char *id;
+	const char *template_name;
+	const char *kernel, *rootfs, *boot_args;
+	unsigned vcpus;
+	uint64_t memory_mib;
+	json_t *env, *metadata;	/* borrowed */
+	bool network;
+};
+/* On success *out is a copy of the sandbox (free with sandbox_free). */
+int sandbox_create(struct agent *a, const struct create_args *c,
+		   struct sandbox **out, struct agent_err *e);
+int sandbox_destroy(struct agent *a, const char *id, struct agent_err *e);
+/* A snapshot of the table, in creation order (free with sandbox_free). */
+int sandbox_list(struct agent *a, struct sandbox ***out, size_t *n);
+void sandbox_free(struct sandbox *s);
+struct host_counts {
+	unsigned running, paused, vcpus_used;
+	uint64_t memory_used_mib;
+};
+void sandbox_counts(struct agent *a, struct host_counts *c);
+
+/* Opens a guest agent connection of a running sandbox (its token, the
+ * agent's timeout). The struct ember_agent is from ember/agent_client.h. */
+struct ember_agent;
+int sandbox_guest(struct agent *a, const char *id, int timeout_ms,
+		  struct ember_agent **out, json_t **env, struct agent_err *e);
+/* Takes the sandbox for a pause/resume/snapshot: fails with -EBUSY when
+ * another one is in flight, -EINVAL when the state does not allow it. */
+int sandbox_begin(struct agent *a, const char *id, enum sbx_state from,
+		  enum sbx_state during, struct agent_err *e);
+
+/* --- paths (ns.c) ----------------------------------------------------------
+ * Host side:
+ *   <state>/sandboxes/<id>/state.json     the sandbox's record
+ *   <state>/sandboxes/<id>/disk/rootfs.ext4
+ *   <state>/sandboxes/<id>/snap/          pause snapshots, layers
+ *   <state>/sandboxes/<id>/console.log, vmm.log
+ *   <run>/vms/<id>/api.sock, vsock.sock   sockets
+ * Inside the VMM's mount namespace (the same for every sandbox):
+ *   /run/ember-vm/run/    = <run>/vms/<id>/
+ *   /run/ember-vm/disk/   = <state>/sandboxes/<id>/disk/
+ *   /run/ember-vm/snap/   = <state>/sandboxes/<id>/snap/
+ *   /run/ember-vm/kernel  = the kernel file
+ */
+#define NS_ROOT "/run/ember-vm"
+#define NS_RUN NS_ROOT "/run"
+#define NS_DISK NS_ROOT "/disk"
+#define NS_SNAP NS_ROOT "/snap"
+#define NS_KERNEL NS_ROOT "/kernel"
+#define NS_API_SOCK NS_RUN "/api.sock"
+#define NS_VSOCK_SOCK NS_RUN "/vsock.sock"
+#define NS_ROOTFS NS_DISK "/rootfs.ext4"
+
+enum sbx_path {
+	P_DIR,		/* <state>/sandboxes/<id> */
+	P_STATE,
+	P_DISK_DIR,
+	P_ROOTFS,
+	P_SNAP_DIR,
+	P_CONSOLE,
+	P_VMM_LOG,
+	P_RUN_DIR,	/* <run>/vms/<id> */
+	P_API_SOCK,
+	P_VSOCK_SOCK,
+};
+/* Writes the host path of kind for sandbox id; -ENAMETOOLONG when it does
+ * not fit (sockets: when it does not fit sun_path). */
+int sbx_path(const struct agent_config *cfg, const char *id,
+	     enum sbx_path kind, char *buf, size_t len);
+
+struct vmm_spawn {
+	const char *id;
+	const char *vmm_bin;
+	const char *run_dir;	/* bound on NS_RUN */
+	const char *disk_dir;	/* bound on NS_DISK */
+	const char *snap_dir;	/* bound on NS_SNAP */
+	const char *kernel;	/* bound on NS_KERNEL; may be NULL */
+	const char *console_path, *log_path;
+};
+/* Forks the VMM in a new session and mount namespace; *pid is its pid. */
+int ns_spawn_vmm(const struct vmm_spawn *v, pid_t *pid);
+/* Stops a VMM: SIGTERM, then SIGKILL after timeout_ms; reaps a child. */
+void ns_stop_vmm(pid_t pid, bool child, int timeout_ms);
+/* Whether pid is alive (a zombie child is reaped and counts as dead). */
+bool ns_pid_alive(pid_t pid, bool child);
+/* rm -rf; a missing path is fine. */
+int ns_remove_tree(const char *path);
+
+/* --- disk.c ---------------------------------------------------------------- */
+/* Copies src to dst (created, 0600): FICLONE when the filesystem can, else a
+ * sparse copy (SEEK_DATA/SEEK_HOLE). *reflinked says which. */
+int disk_copy(const char *src, const char *dst, bool *reflinked);
+/* Bytes allocated to path (st_blocks * 512). */
+uint64_t disk_allocated(const char *path);
+
+/* --- vmm_client.c: Firecracker's API --------------------------------------- */
+struct vmm_client;
+int vmm_client_new(const char *api_sock, const char *id, long timeout_ms,
+		   struct vmm_client **out);
+void vmm_client_free(struct vmm_client *c);
+/* One request; body may be NULL. Returns the HTTP status (2xx) or -EIO for
+ * a 4xx/5xx answer (fault_message in e), -errno for transport failures.
+ * *resp (optional) gets the parsed JSON answer of a GET. */
+int vmm_request(struct vmm_client *c, const char *method, const char *path,
+		json_t *body, json_t **resp, struct agent_err *e);
+/* Waits until the socket answers GET / (up to timeout_ms). */
+int vmm_wait_ready(struct vmm_client *c, int timeout_ms, pid_t pid,
+		   struct agent_err *e);
+
+/* --- metrics.c ------------------------------------------------------------- */
+struct agent_metrics;
+int metrics_new(struct agent_metrics **out);
+void metrics_free(struct agent_metrics *m);
+void metrics_rpc(struct agent_metrics *m, const char *method,
+		 const char *code, uint64_t ns);
+/* Prometheus text; malloc'd. */
+char *metrics_render(struct agent *a);
+
+/* --- rpc.c ----------------------------------------------------------------- */
+struct rpc_server;
+int rpc_start(struct agent *a, struct rpc_server **out);
+unsigned rpc_port(const struct rpc_server *s);
+void rpc_stop(struct rpc_server *s);
+
+/* --- snapshot.c ------------------------------------------------------------ */
+struct pause_result {
+	unsigned generation;
+	uint64_t memory_written, memory_total, disk_bytes, vmstate_bytes;
+};
+int snapshot_pause(struct agent *a, const char *id, struct pause_result *r,
+		   struct agent_err *e);
+int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
+		    struct agent_err *e);
+
+#endif

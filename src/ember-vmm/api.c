@@ -1,0 +1,478 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The Firecracker API of ember-vmm (api.h): routing, the state machine, and
+ * InstanceStart. Bodies are validated by config.c.
+ *
+ * Status codes: 200 with JSON for GETs, 204 for accepted PUTs and PATCHes,
+ * 400 with {"fault_message": ...} for a bad request or one the state does
+ * not allow, 404 for an unknown path, 405 for a method a path does not
+ * take.
+ */
+#include "api.h"
+
+#include <ember/log.h>
+#include <ember/util.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define ERR_MAX 1024
+
+static const char msg_after_start[] =
+    "The microVM has already been started: its configuration can only "
+    "be changed before InstanceStart.";
+
+const char *vmm_state_name(enum vmm_state state)
+{
+	switch (state) {
+	case VMM_NOT_STARTED:
+		return "Not started";
+	case VMM_RUNNING:
+		return "Running";
+	case VMM_PAUSED:
+		return "Paused";
+	case VMM_EXITED:
+		return "Exited";
+	}
+	return "Unknown";
+}
+
+int vmm_init(struct vmm *vmm, const char *id)
+{
+	memset(vmm, 0, sizeof(*vmm));
+	pthread_mutex_init(&vmm->lock, NULL);
+	config_init(&vmm->cfg, id);
+	vmm->state = VMM_NOT_STARTED;
+	vmm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vmm->wake_fd < 0) {
+		int rc = -errno;
+
+		olog_error(id, "eventfd: %s", strerror(errno));
+		pthread_mutex_destroy(&vmm->lock);
+		return rc;
+	}
+	return 0;
+}
+
+void vmm_fini(struct vmm *vmm)
+{
+	/* First the API thread, so no request runs while the VM goes; the
+	 * request in progress gets its answer. */
+	ember_http_server_drain(vmm->http, 2000);
+	ember_http_server_stop(vmm->http);
+	vmm->http = NULL;
+	if (vmm->sock_path[0] && unlink(vmm->sock_path) < 0 && errno != ENOENT)
+		olog_warn(vmm->cfg.vm.id, "cannot remove %s: %s",
+			  vmm->sock_path, strerror(errno));
+	vmm->sock_path[0] = '\0';
+	pthread_mutex_lock(&vmm->lock);
+	vm_destroy(vmm->vm);
+	vmm->vm = NULL;
+	pthread_mutex_unlock(&vmm->lock);
+	ember_close(&vmm->wake_fd);
+	pthread_mutex_destroy(&vmm->lock);
+}
+
+static void wake_main(struct vmm *vmm)
+{
+	uint64_t one = 1;
+
+	if (write(vmm->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		olog_warn(vmm->cfg.vm.id, "wake: %s", strerror(errno));
+}
+
+int vmm_boot(struct vmm *vmm, char *err, size_t errlen)
+{
+	const char *id = vmm->cfg.vm.id;
+	struct vm *vm = NULL;
+	int rc;
+
+	pthread_mutex_lock(&vmm->lock);
+	if (vmm->state != VMM_NOT_STARTED) {
+		snprintf(err, errlen, "The microVM has already been started.");
+		rc = -EALREADY;
+		goto out;
+	}
+	rc = config_check_startable(&vmm->cfg, err, errlen);
+	if (rc < 0)
+		goto out;
+	err[0] = '\0';
+	rc = vm_create(&vmm->cfg.vm, &vm, err, errlen);
+	if (rc < 0) {
+		if (!err[0])
+			snprintf(err, errlen, "Cannot create the microVM: %s",
+				 strerror(-rc));
+		goto out;
+	}
+	rc = vm_start(vm);
+	if (rc < 0) {
+		snprintf(err, errlen, "Cannot start the microVM: %s",
+			 strerror(-rc));
+		vm_destroy(vm);
+		goto out;
+	}
+	vmm->vm = vm;
+	vmm->state = VMM_RUNNING;
+	olog_info(id, "microVM started: vcpu_count %u, mem_size_mib %llu, drives %u",
+		  vmm->cfg.vm.vcpu_count,
+		  (unsigned long long)vmm->cfg.vm.mem_size_mib,
+		  vmm->cfg.vm.n_drives);
+	wake_main(vmm);
+out:
+	pthread_mutex_unlock(&vmm->lock);
+	return rc;
+}
+
+/* Applies PUT /logger to the process's log. On failure nothing changes. */
+static int apply_logger(struct vmm *vmm, const struct vmm_logger *lg, char *err,
+			size_t errlen)
+{
+	enum ember_log_level level;
+	int rc;
+
+	if (lg->log_path[0]) {
+		rc = ember_log_set_file(lg->log_path);
+		if (rc < 0) {
+			snprintf(err, errlen, "logger: cannot open %.512s: %s",
+				 lg->log_path, strerror(-rc));
+			return rc;
+		}
+	}
+	if (lg->level[0] && ember_log_parse_level(lg->level, &level) == 0)
+		ember_log_set_level(level);
+	return 0;
+}
+
+static void put_logger(struct vmm *vmm, json_t *body, char *err, size_t errlen,
+		       int *rc)
+{
+	struct vmm_config next = vmm->cfg;
+
+	*rc = config_set_logger(&next, body, err, errlen);
+	if (*rc == 0)
+		*rc = apply_logger(vmm, &next.logger, err, errlen);
+	if (*rc == 0)
+		vmm->cfg.logger = next.logger;
+}
+
+static void do_action(struct vmm *vmm, json_t *body,
+		      struct ember_http_response *resp)
+{
+	static const char *const known[] = {"action_type"};
+	char err[ERR_MAX];
+	const char *key, *type;
+	json_t *v;
+	int rc;
+
+	json_object_foreach (body, key, v) {
+		if (strcmp(key, known[0]) != 0) {
+			ember_http_reply_error(
+			    resp, 400, "actions: unknown field \"%s\".", key);
+			return;
+		}
+	}
+	v = json_object_get(body, "action_type");
+	if (!v) {
+		ember_http_reply_error(
+		    resp, 400,
+		    "actions: missing required field \"action_type\".");
+		return;
+	}
+	type = json_string_value(v);
+	if (!type) {
+		ember_http_reply_error(
+		    resp, 400,
+		    "actions: field \"action_type\" must be a string.");
+		return;
+	}
+	if (strcmp(type, "InstanceStart") == 0) {
+		rc = vmm_boot(vmm, err, sizeof(err));
+		if (rc < 0)
+			ember_http_reply_error(resp, 400, "%s", err);
+		else
+			ember_http_reply_empty(resp, 204);
+	} else if (strcmp(type, "SendCtrlAltDel") == 0) {
+		pthread_mutex_lock(&vmm->lock);
+		if (vmm->state != VMM_RUNNING) {
+			rc = -EINVAL;
+			snprintf(
+			    err, sizeof(err),
+			    "SendCtrlAltDel needs a running microVM; it is %s.",
+			    vmm_state_name(vmm->state));
+		} else {
+			rc = vm_send_ctrl_alt_del(vmm->vm);
+			snprintf(err, sizeof(err), "SendCtrlAltDel failed: %s",
+				 strerror(-rc));
+		}
+		pthread_mutex_unlock(&vmm->lock);
+		if (rc < 0)
+			ember_http_reply_error(resp, 400, "%s", err);
+		else
+			ember_http_reply_empty(resp, 204);
+	} else if (strcmp(type, "FlushMetrics") == 0) {
+		ember_http_reply_error(
+		    resp, 400,
+		    "FlushMetrics is not supported: ember-vmm keeps no metrics.");
+	} else {
+		ember_http_reply_error(
+		    resp, 400,
+		    "actions: unknown action_type \"%s\" (expected InstanceStart, SendCtrlAltDel or FlushMetrics).",
+		    type);
+	}
+}
+
+static void get_root(struct vmm *vmm, struct ember_http_response *resp)
+{
+	json_t *info;
+
+	pthread_mutex_lock(&vmm->lock);
+	info = json_pack("{s:s, s:s, s:s, s:s}", "id", vmm->cfg.vm.id, "state",
+			 vmm_state_name(vmm->state), "vmm_version",
+			 EMBER_VERSION, "app_name", "ember-vmm");
+	pthread_mutex_unlock(&vmm->lock);
+	ember_http_reply_json(resp, 200, info);
+}
+
+enum route_kind {
+	R_ROOT,
+	R_BOOT_SOURCE,
+	R_MACHINE,
+	R_DRIVE,
+	R_NET,
+	R_VSOCK,
+	R_ENTROPY,
+	R_LOGGER,
+	R_ACTIONS,
+	R_VM_CONFIG,
+	R_VM,
+	R_SNAPSHOT_CREATE,
+	R_SNAPSHOT_LOAD,
+};
+
+struct route {
+	const char *path; /* exact, or a prefix ending in '/' */
+	enum route_kind kind;
+	const char *methods; /* the Allow header */
+};
+
+static const struct route routes[] = {
+    {"/", R_ROOT, "GET"},
+    {"/boot-source", R_BOOT_SOURCE, "PUT"},
+    {"/machine-config", R_MACHINE, "GET, PUT, PATCH"},
+    {"/drives/", R_DRIVE, "PUT"},
+    {"/network-interfaces/", R_NET, "PUT"},
+    {"/vsock", R_VSOCK, "PUT"},
+    {"/entropy", R_ENTROPY, "PUT"},
+    {"/logger", R_LOGGER, "PUT"},
+    {"/actions", R_ACTIONS, "PUT"},
+    {"/vm/config", R_VM_CONFIG, "GET"},
+    {"/vm", R_VM, "PATCH"},
+    {"/snapshot/create", R_SNAPSHOT_CREATE, "PUT"},
+    {"/snapshot/load", R_SNAPSHOT_LOAD, "PUT"},
+};
+
+/* Finds the route of path; *tail gets the {id} of prefix routes. */
+static const struct route *find_route(const char *path, const char **tail)
+{
+	for (size_t i = 0; i < EMBER_ARRAY_SIZE(routes); i++) {
+		const char *p = routes[i].path;
+		size_t len = strlen(p);
+
+		if (len > 1 && p[len - 1] == '/') {
+			if (strncmp(path, p, len) == 0 &&
+			    !strchr(path + len, '/')) {
+				*tail = path + len;
+				return &routes[i];
+			}
+		} else if (strcmp(path, p) == 0) {
+			*tail = "";
+			return &routes[i];
+		}
+	}
+	return NULL;
+}
+
+static bool method_allowed(const struct route *r, const char *method)
+{
+	const char *m = r->methods;
+	size_t len = strlen(method);
+
+	while ((m = strstr(m, method))) {
+		if ((m == r->methods || m[-1] == ' ') &&
+		    (m[len] == '\0' || m[len] == ','))
+			return true;
+		m += len;
+	}
+	return false;
+}
+
+/* Handles a configuration request (one with a body, NotStarted only).
+ * Returns 0 or -errno with err set. */
+static int configure(struct vmm *vmm, const struct route *r, const char *id,
+		     const char *method, json_t *body, char *err, size_t errlen)
+{
+	struct vmm_config *cfg = &vmm->cfg;
+	int rc = 0;
+
+	if (vmm->state != VMM_NOT_STARTED) {
+		snprintf(err, errlen, "%s", msg_after_start);
+		return -EBUSY;
+	}
+	switch (r->kind) {
+	case R_BOOT_SOURCE:
+		return config_set_boot_source(cfg, body, err, errlen);
+	case R_MACHINE:
+		return config_set_machine(
+		    cfg, body, strcmp(method, "PATCH") == 0, err, errlen);
+	case R_DRIVE:
+		return config_put_drive(cfg, id, body, err, errlen);
+	case R_NET:
+		/* TODO(net): the virtio-net device comes with a later issue;
+		 * the interface is recorded and shown in GET /vm/config. */
+		return config_put_net(cfg, id, body, err, errlen);
+	case R_VSOCK:
+		/* TODO(vsock): recorded only until the device exists. */
+		return config_set_vsock(cfg, body, err, errlen);
+	case R_ENTROPY:
+		return config_set_entropy(cfg, body, err, errlen);
+	case R_LOGGER:
+		put_logger(vmm, body, err, errlen, &rc);
+		return rc;
+	default:
+		snprintf(err, errlen, "internal error: no handler");
+		return -EINVAL;
+	}
+}
+
+static void route(struct vmm *vmm, const struct ember_http_request *req,
+		  struct ember_http_response *resp)
+{
+	const struct route *r;
+	const char *id = "";
+	char err[ERR_MAX];
+	json_t *body = NULL;
+	int rc;
+
+	r = find_route(req->path, &id);
+	if (!r) {
+		ember_http_reply_error(resp, 404, "No such resource: %s",
+				       req->path);
+		return;
+	}
+	if (!method_allowed(r, req->method)) {
+		ember_http_reply_error(
+		    resp, 405, "Method %s is not allowed on %s (allowed: %s).",
+		    req->method, req->path, r->methods);
+		resp->allow = r->methods;
+		return;
+	}
+	if ((r->kind == R_DRIVE || r->kind == R_NET) && id[0] == '\0') {
+		ember_http_reply_error(
+		    resp, 400, "Missing the %s id in the path.",
+		    r->kind == R_DRIVE ? "drive" : "interface");
+		return;
+	}
+	switch (r->kind) {
+	case R_ROOT:
+		get_root(vmm, resp);
+		return;
+	case R_VM_CONFIG:
+		ember_http_reply_json(resp, 200, config_full_json(&vmm->cfg));
+		return;
+	case R_MACHINE:
+		if (strcmp(req->method, "GET") == 0) {
+			ember_http_reply_json(resp, 200,
+					      config_machine_json(&vmm->cfg));
+			return;
+		}
+		break;
+	case R_VM:
+		/* TODO(snapshot): pause and resume come with the snapshot
+		 * issue (Running <-> Paused in api.h). */
+		ember_http_reply_error(
+		    resp, 400, "Pausing and resuming are not implemented yet.");
+		return;
+	case R_SNAPSHOT_CREATE:
+	case R_SNAPSHOT_LOAD:
+		/* TODO(snapshot): snapshot create and load come with the
+		 * snapshot issue. */
+		ember_http_reply_error(resp, 400,
+				       "Snapshots are not implemented yet.");
+		return;
+	default:
+		break;
+	}
+
+	rc = ember_http_body_object(req, &body, err, sizeof(err));
+	if (rc < 0) {
+		ember_http_reply_error(resp, 400, "%s", err);
+		return;
+	}
+	if (r->kind == R_ACTIONS) {
+		do_action(vmm, body, resp);
+		json_decref(body);
+		return;
+	}
+	/* Requests are serialised on the API thread; the lock keeps the main
+	 * thread's reads consistent. */
+	pthread_mutex_lock(&vmm->lock);
+	rc = configure(vmm, r, id, req->method, body, err, sizeof(err));
+	pthread_mutex_unlock(&vmm->lock);
+	json_decref(body);
+	if (rc < 0)
+		ember_http_reply_error(resp, 400, "%s", err);
+	else
+		ember_http_reply_empty(resp, 204);
+}
+
+void api_handle(void *ctx, const struct ember_http_request *req,
+		struct ember_http_response *resp)
+{
+	struct vmm *vmm = ctx;
+	const char *fault = NULL;
+	json_t *j;
+
+	route(vmm, req, resp);
+	if (resp->status >= 400 && resp->body) {
+		j = json_loads(resp->body, 0, NULL);
+		fault = json_string_value(json_object_get(j, "fault_message"));
+		olog_warn(vmm->cfg.vm.id, "%s %s: %u %s", req->method,
+			  req->path, resp->status, fault ? fault : "");
+		json_decref(j);
+	} else {
+		olog_debug(vmm->cfg.vm.id, "%s %s: %u", req->method, req->path,
+			   resp->status);
+	}
+}
+
+int api_start(struct vmm *vmm, const char *sock_path)
+{
+	const char *id = vmm->cfg.vm.id;
+	int fd, rc;
+
+	if (strlen(sock_path) >= sizeof(vmm->sock_path)) {
+		olog_error(id, "API socket path %s is too long", sock_path);
+		return -ENAMETOOLONG;
+	}
+	fd = ember_http_listen_unix(sock_path);
+	if (fd < 0) {
+		olog_error(id, "cannot listen on %s: %s", sock_path,
+			   strerror(-fd));
+		return fd;
+	}
+	strcpy(vmm->sock_path, sock_path);
+	rc = ember_http_server_start(fd, api_handle, vmm, &vmm->http);
+	if (rc < 0) {
+		olog_error(id, "cannot start the API server on %s: %s",
+			   vmm->sock_path, strerror(-rc));
+		unlink(sock_path);
+		vmm->sock_path[0] = '\0';
+		return rc;
+	}
+	olog_info(id, "API listening on %s", sock_path);
+	return 0;
+}
