@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/io.h>
 
-#define BOOT_TIMER_PORT 0x3f0
+#define BOOT_TIMER_PORT	 0x3f0
 #define BOOT_TIMER_MAGIC 123
 
 int main(int argc, char **argv)

@@ -54,12 +54,21 @@ ip link set lo up 2>/dev/null
 name=$(arg ember.hostname)
 hostname "${name:-ember-guest}"
 
-/sbin/boot-ready 2>/dev/null
-echo "ember-guest: ready"
-
 cmd=$(arg ember.run)
 b64=$(arg ember.run64)
 [ -n "$b64" ] && cmd=$(printf '%s' "$b64" | base64 -d)
+
+# When ember-init takes over it signals boot-ready and prints the ready line
+# itself once it listens (the line then means "the agent is listening").
+agent=0
+if [ -z "$cmd" ] && [ "$(arg ember.reboot)" != 1 ] && [ "$(arg ember.shell)" != 1 ] &&
+   [ -x /sbin/ember-init ] && [ "$(arg ember.init)" != 0 ]; then
+	agent=1
+fi
+if [ "$agent" = 0 ]; then
+	/sbin/boot-ready 2>/dev/null
+	echo "ember-guest: ready"
+fi
 if [ -n "$cmd" ]; then
 	sh -c "$cmd"
 	echo "ember-guest: exit $?"
@@ -72,8 +81,6 @@ fi
 if [ "$(arg ember.shell)" = 1 ]; then
 	while :; do setsid cttyhack sh -l; done
 fi
-if [ -z "$cmd" ] && [ -x /sbin/ember-init ] && [ "$(arg ember.init)" != 0 ]; then
-	exec /sbin/ember-init
-fi
+[ "$agent" = 1 ] && exec /sbin/ember-init
 # Stay up; as PID 1 the shell reaps orphans while it waits.
 while :; do sleep 3600; done

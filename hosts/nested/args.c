@@ -22,7 +22,7 @@
 #include <string.h>
 
 static int fail(char *err, size_t err_len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t err_len, const char *fmt, ...)
 {
@@ -63,8 +63,7 @@ int nested_parse_forward(const char *s, struct nested_forward *out)
 	return 0;
 }
 
-static int parse_uint(const char *s, unsigned min, unsigned max,
-		      unsigned *out)
+static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 {
 	uint64_t v;
 
@@ -78,27 +77,33 @@ static const struct {
 	const char *name;
 	enum nested_cmd cmd;
 } commands[] = {
-	{ "need", NESTED_CMD_NEED },   { "start", NESTED_CMD_START },
-	{ "exec", NESTED_CMD_EXEC },   { "run", NESTED_CMD_RUN },
-	{ "stop", NESTED_CMD_STOP },   { "serve", NESTED_CMD_SERVE },
-	{ "help", NESTED_CMD_HELP },
+    {"need", NESTED_CMD_NEED}, {"start", NESTED_CMD_START},
+    {"exec", NESTED_CMD_EXEC}, {"run", NESTED_CMD_RUN},
+    {"stop", NESTED_CMD_STOP}, {"serve", NESTED_CMD_SERVE},
+    {"help", NESTED_CMD_HELP},
 };
 
 /* Which options each subcommand takes. */
 #define OPT_STATE (1u << 0)
 #define OPT_START (1u << 1)
-#define OPT_EXEC (1u << 2)
+#define OPT_EXEC  (1u << 2)
 #define OPT_SERVE (1u << 3)
 
 static unsigned allowed(enum nested_cmd c)
 {
 	switch (c) {
-	case NESTED_CMD_START: return OPT_STATE | OPT_START;
-	case NESTED_CMD_EXEC: return OPT_STATE | OPT_EXEC;
-	case NESTED_CMD_RUN: return OPT_STATE | OPT_START | OPT_EXEC;
-	case NESTED_CMD_STOP: return OPT_STATE;
-	case NESTED_CMD_SERVE: return OPT_SERVE;
-	default: return 0;
+	case NESTED_CMD_START:
+		return OPT_STATE | OPT_START;
+	case NESTED_CMD_EXEC:
+		return OPT_STATE | OPT_EXEC;
+	case NESTED_CMD_RUN:
+		return OPT_STATE | OPT_START | OPT_EXEC;
+	case NESTED_CMD_STOP:
+		return OPT_STATE;
+	case NESTED_CMD_SERVE:
+		return OPT_SERVE;
+	default:
+		return 0;
 	}
 }
 
@@ -149,7 +154,8 @@ int nested_parse_args(int argc, char *const argv[], struct nested_args *a,
 		if (opt[0] != '-') {
 			if (ok & OPT_EXEC)
 				break; /* the command, without "--" */
-			return fail(err, err_len, "unexpected argument '%s'", opt);
+			return fail(err, err_len, "unexpected argument '%s'",
+				    opt);
 		}
 		if ((ok & OPT_EXEC) && strcmp(opt, "-n") == 0) {
 			a->no_stdin = true;
@@ -169,12 +175,12 @@ int nested_parse_args(int argc, char *const argv[], struct nested_args *a,
 			val = argv[i + 1];
 		}
 #define TAKES(o, group) (strcmp(opt, (o)) == 0 && (ok & (group)))
-#define NEED_VALUE()                                                          \
-	do {                                                                  \
-		if (!val)                                                     \
+#define NEED_VALUE()                                                           \
+	do {                                                                   \
+		if (!val)                                                      \
 			return fail(err, err_len, "%s needs a value", opt);    \
-		if (!eq)                                                      \
-			i++;                                                  \
+		if (!eq)                                                       \
+			i++;                                                   \
 	} while (0)
 		if (TAKES("--state-dir", OPT_STATE)) {
 			NEED_VALUE();
@@ -182,40 +188,57 @@ int nested_parse_args(int argc, char *const argv[], struct nested_args *a,
 		} else if (TAKES("--forward", OPT_START)) {
 			NEED_VALUE();
 			if (a->n_forwards >= NESTED_MAX_FORWARDS)
-				return fail(err, err_len, "too many --forward (at most %d)",
+				return fail(err, err_len,
+					    "too many --forward (at most %d)",
 					    NESTED_MAX_FORWARDS);
-			if (nested_parse_forward(val, &a->forwards[a->n_forwards]) < 0)
-				return fail(err, err_len, "--forward wants HOST:GUEST ports, not '%s'", val);
+			if (nested_parse_forward(
+				val, &a->forwards[a->n_forwards]) < 0)
+				return fail(
+				    err, err_len,
+				    "--forward wants HOST:GUEST ports, not '%s'",
+				    val);
 			a->n_forwards++;
 		} else if (TAKES("--smp", OPT_START)) {
 			NEED_VALUE();
 			if (parse_uint(val, 1, 64, &a->smp) < 0)
-				return fail(err, err_len, "--smp wants 1..64, not '%s'", val);
+				return fail(err, err_len,
+					    "--smp wants 1..64, not '%s'", val);
 		} else if (TAKES("--memory", OPT_START)) {
 			NEED_VALUE();
 			if (parse_uint(val, 256, 1u << 20, &a->memory_mb) < 0)
-				return fail(err, err_len, "--memory wants MiB (256 or more), not '%s'", val);
+				return fail(
+				    err, err_len,
+				    "--memory wants MiB (256 or more), not '%s'",
+				    val);
 		} else if (TAKES("--scratch", OPT_START)) {
 			NEED_VALUE();
 			if (ember_parse_size(val, &a->scratch_bytes) < 0 ||
 			    a->scratch_bytes < (64u << 20))
-				return fail(err, err_len, "--scratch wants a size of 64M or more, not '%s'", val);
+				return fail(
+				    err, err_len,
+				    "--scratch wants a size of 64M or more, not '%s'",
+				    val);
 		} else if (TAKES("--images", OPT_START)) {
 			NEED_VALUE();
 			a->images = val;
 		} else if (TAKES("--boot-timeout", OPT_START)) {
 			NEED_VALUE();
 			if (parse_uint(val, 1, 3600, &a->boot_timeout_s) < 0)
-				return fail(err, err_len, "--boot-timeout wants seconds, not '%s'", val);
+				return fail(
+				    err, err_len,
+				    "--boot-timeout wants seconds, not '%s'",
+				    val);
 		} else if (TAKES("--qemu-arg", OPT_START)) {
 			NEED_VALUE();
 			if (a->n_qemu_args >= NESTED_MAX_QEMU_ARGS)
-				return fail(err, err_len, "too many --qemu-arg");
+				return fail(err, err_len,
+					    "too many --qemu-arg");
 			a->qemu_args[a->n_qemu_args++] = val;
 		} else if (TAKES("--env", OPT_EXEC)) {
 			NEED_VALUE();
 			if (!strchr(val, '=') || val[0] == '=')
-				return fail(err, err_len, "--env wants K=V, not '%s'", val);
+				return fail(err, err_len,
+					    "--env wants K=V, not '%s'", val);
 			if (a->n_env >= NESTED_MAX_ENV)
 				return fail(err, err_len, "too many --env");
 			a->env[a->n_env++] = val;
@@ -225,20 +248,26 @@ int nested_parse_args(int argc, char *const argv[], struct nested_args *a,
 		} else if (TAKES("--timeout", OPT_EXEC)) {
 			NEED_VALUE();
 			if (parse_uint(val, 1, 86400, &a->timeout_s) < 0)
-				return fail(err, err_len, "--timeout wants seconds, not '%s'", val);
+				return fail(err, err_len,
+					    "--timeout wants seconds, not '%s'",
+					    val);
 		} else if (TAKES("--port", OPT_SERVE)) {
 			NEED_VALUE();
 			if (parse_port(val, &a->port) < 0)
-				return fail(err, err_len, "--port wants 1..65535, not '%s'", val);
+				return fail(err, err_len,
+					    "--port wants 1..65535, not '%s'",
+					    val);
 		} else {
-			return fail(err, err_len, "'%s' is not an option of %s", opt, argv[1]);
+			return fail(err, err_len, "'%s' is not an option of %s",
+				    opt, argv[1]);
 		}
 #undef TAKES
 #undef NEED_VALUE
 	}
 	if (ok & OPT_EXEC) {
 		if (i >= argc)
-			return fail(err, err_len, "%s needs a command (after --)", argv[1]);
+			return fail(err, err_len,
+				    "%s needs a command (after --)", argv[1]);
 		a->argv = &argv[i];
 		a->argc = argc - i;
 	} else if (i < argc) {

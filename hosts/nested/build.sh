@@ -9,6 +9,8 @@
 #                        modprobe inside the nested host (over 9p)
 #   version              the kernel release V
 # A second run with the same inputs does nothing.
+# TODO(nested): older <hash> folders (about 400 MB each) are kept, since a
+# running nested host may still load modules from its own; prune by hand.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${EMBER_CACHE:-/var/cache/ember}
@@ -50,6 +52,14 @@ if [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio.gz" ]; then
 fi
 
 mkdir -p "$cache/nested" || die "cannot create $cache/nested (set EMBER_CACHE to a writable folder)"
+# One build at a time; a second caller waits and then finds it cached.
+exec 9>"$cache/nested/.lock"
+flock -w 600 9 || die "another nested host build holds $cache/nested/.lock"
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio.gz" ]; then
+	echo "nested-host: cached in $out" >&2
+	echo "$out"
+	exit 0
+fi
 avail_kb=$(df -Pk "$cache" | awk 'NR==2 {print $4}')
 [ "${avail_kb:-0}" -ge 1000000 ] || die "not enough space in $cache: the nested host needs 1 GB, $((avail_kb / 1024)) MB free"
 

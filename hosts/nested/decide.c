@@ -57,25 +57,23 @@ struct nested_need nested_decide(const char *cpuinfo, bool kvm_usable,
 	bool hw;
 
 	if (env && strcmp(env, "1") == 0)
-		return (struct nested_need){ true, "EMBER_NESTED=1 asks for it" };
+		return (struct nested_need){true, "EMBER_NESTED=1 asks for it"};
 	if (env && strcmp(env, "0") == 0)
-		return (struct nested_need){ false, "EMBER_NESTED=0 turns it off" };
+		return (struct nested_need){false,
+					    "EMBER_NESTED=0 turns it off"};
 	hw = cpuinfo && (nested_cpu_has_flag(cpuinfo, "vmx") ||
 			 nested_cpu_has_flag(cpuinfo, "svm"));
 	if (!hw)
 		return (struct nested_need){
-			true, "the CPU shows neither vmx nor svm, so /dev/kvm "
-			      "(if any) cannot run Linux guests at useful speed"
-		};
+		    true, "the CPU shows neither vmx nor svm, so /dev/kvm "
+			  "(if any) cannot run Linux guests at useful speed"};
 	if (!kvm_usable)
 		return (struct nested_need){
-			true, "the CPU has vmx/svm but /dev/kvm is missing or "
-			      "unusable (load kvm_intel or kvm_amd to run guests "
-			      "directly)"
-		};
-	return (struct nested_need){
-		false, "the CPU has vmx/svm and /dev/kvm answers"
-	};
+		    true, "the CPU has vmx/svm but /dev/kvm is missing or "
+			  "unusable (load kvm_intel or kvm_amd to run guests "
+			  "directly)"};
+	return (struct nested_need){false,
+				    "the CPU has vmx/svm and /dev/kvm answers"};
 }
 
 struct nested_need nested_need_here(void)
@@ -89,7 +87,8 @@ struct nested_need nested_need_here(void)
 		cpuinfo = NULL;
 	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (fd >= 0) {
-		kvm_usable = ioctl(fd, KVM_GET_API_VERSION, 0) == KVM_API_VERSION;
+		kvm_usable =
+		    ioctl(fd, KVM_GET_API_VERSION, 0) == KVM_API_VERSION;
 		close(fd);
 	}
 	n = nested_decide(cpuinfo, kvm_usable, getenv("EMBER_NESTED"));

@@ -33,9 +33,9 @@
 /* Same as launch.c's, kept local: the channel of a running host. */
 static int open_channel(const char *dir, uint16_t port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons(port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	char path[PATH_MAX], *token;
 	int fd, one = 1, r;
 
@@ -94,29 +94,32 @@ static int remaining_ms(uint64_t deadline)
 static int exec_remote(const struct nested_args *a, const char *dir,
 		       uint16_t port)
 {
-	uint64_t deadline = a->timeout_s ?
-		ember_now_ns() + a->timeout_s * 1000000000ull : 0;
+	uint64_t deadline =
+	    a->timeout_s ? ember_now_ns() + a->timeout_s * 1000000000ull : 0;
 	bool stdin_open = !a->no_stdin;
 	int fd, r;
 
 	fd = open_channel(dir, port);
 	if (fd < 0) {
-		fprintf(stderr, "ember-nested: cannot reach the nested host in %s (port %u): %s\n",
-			dir, port, strerror(-fd));
+		fprintf(
+		    stderr,
+		    "ember-nested: cannot reach the nested host in %s (port %u): %s\n",
+		    dir, port, strerror(-fd));
 		return EXIT_CHANNEL;
 	}
 	r = send_request(fd, a);
 	if (r < 0)
 		goto broken;
 	for (;;) {
-		struct pollfd p[2] = { { .fd = fd, .events = POLLIN },
-				       { .fd = 0, .events = POLLIN } };
+		struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+				      {.fd = 0, .events = POLLIN}};
 		int n = poll(p, stdin_open ? 2 : 1, remaining_ms(deadline));
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n == 0) {
-			fprintf(stderr, "ember-nested: %s timed out after %u s\n",
+			fprintf(stderr,
+				"ember-nested: %s timed out after %u s\n",
 				a->argv[0], a->timeout_s);
 			close(fd); /* the server kills the command */
 			return EXIT_TIMEOUT;
@@ -133,7 +136,8 @@ static int exec_remote(const struct nested_args *a, const char *dir,
 				stdin_open = false;
 				got = 0;
 			}
-			if (nested_frame_write(fd, FRAME_STDIN, buf, (uint32_t)got) < 0)
+			if (nested_frame_write(fd, FRAME_STDIN, buf,
+					       (uint32_t)got) < 0)
 				goto broken;
 		}
 		if (!p[0].revents)
@@ -163,8 +167,10 @@ static int exec_remote(const struct nested_args *a, const char *dir,
 		free(buf);
 	}
 broken:
-	fprintf(stderr, "ember-nested: the channel to the nested host in %s broke: %s\n",
-		dir, strerror(r < 0 ? -r : errno));
+	fprintf(
+	    stderr,
+	    "ember-nested: the channel to the nested host in %s broke: %s\n",
+	    dir, strerror(r < 0 ? -r : errno));
 	close(fd);
 	return EXIT_CHANNEL;
 }
@@ -172,8 +178,8 @@ broken:
 /* No nested host needed: runs the command here, with the same options. */
 static int exec_local(const struct nested_args *a)
 {
-	uint64_t deadline = a->timeout_s ?
-		ember_now_ns() + a->timeout_s * 1000000000ull : 0;
+	uint64_t deadline =
+	    a->timeout_s ? ember_now_ns() + a->timeout_s * 1000000000ull : 0;
 	int status;
 	pid_t pid = fork();
 
@@ -196,8 +202,8 @@ static int exec_local(const struct nested_args *a)
 		}
 		setpgid(0, 0);
 		execvp(a->argv[0], a->argv);
-		fprintf(stderr, "ember-nested: cannot run %s: %s\n",
-			a->argv[0], strerror(errno));
+		fprintf(stderr, "ember-nested: cannot run %s: %s\n", a->argv[0],
+			strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
 	for (;;) {
@@ -208,7 +214,8 @@ static int exec_local(const struct nested_args *a)
 		if (r < 0 && errno != EINTR)
 			return EXIT_CHANNEL;
 		if (deadline && ember_now_ns() > deadline) {
-			fprintf(stderr, "ember-nested: %s timed out after %u s\n",
+			fprintf(stderr,
+				"ember-nested: %s timed out after %u s\n",
 				a->argv[0], a->timeout_s);
 			kill(-pid, SIGKILL);
 			waitpid(pid, &status, 0);
@@ -233,7 +240,9 @@ int nested_cmd_exec(const struct nested_args *a, const char *dir)
 	need = nested_need_here();
 	if (!need.need)
 		return exec_local(a);
-	fprintf(stderr, "ember-nested: no nested host runs in %s, and this machine needs one (%s): start one with `ember-nested start --state-dir %s`, or use `ember-nested run`\n",
-		dir, need.reason, dir);
+	fprintf(
+	    stderr,
+	    "ember-nested: no nested host runs in %s, and this machine needs one (%s): start one with `ember-nested start --state-dir %s`, or use `ember-nested run`\n",
+	    dir, need.reason, dir);
 	return EXIT_CHANNEL;
 }

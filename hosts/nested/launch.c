@@ -75,8 +75,8 @@ static pid_t state_pid(const char *dir)
 {
 	uint64_t v;
 
-	return read_u64_file(dir, "qemu.pid", &v) == 0 && v < INT_MAX ?
-		       (pid_t)v : -1;
+	return read_u64_file(dir, "qemu.pid", &v) == 0 && v < INT_MAX ? (pid_t)v
+								      : -1;
 }
 
 bool nested_running(const char *dir, uint16_t *ctl_port)
@@ -108,9 +108,9 @@ static int read_token(const char *dir, char **token)
 /* Connects to 127.0.0.1:port within timeout_ms. fd or -errno. */
 static int connect_local(uint16_t port, int timeout_ms)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons(port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	int fd, r, one = 1, err = 0;
 	socklen_t elen = sizeof(err);
 
@@ -119,7 +119,7 @@ static int connect_local(uint16_t port, int timeout_ms)
 		return -errno;
 	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
 	if (r < 0 && errno == EINPROGRESS) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
 
 		r = poll(&p, 1, timeout_ms);
 		if (r == 0)
@@ -286,15 +286,15 @@ static void show_tail(const char *path, int lines)
 	while (i > 0 && seen <= lines)
 		if (s[--i] == '\n')
 			seen++;
-	fprintf(stderr, "--- last lines of %s ---\n%s\n---\n",
-		path, s + (i ? i + 1 : 0));
+	fprintf(stderr, "--- last lines of %s ---\n%s\n---\n", path,
+		s + (i ? i + 1 : 0));
 	free(s);
 }
 
 static int pick_port(uint16_t *port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sa);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), r = 0;
 
@@ -334,9 +334,15 @@ static int make_scratch(const char *dir, uint64_t bytes)
 		return r;
 	state_path(log, dir, "qemu.log");
 	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	char *argv[] = { "mkfs.ext4", "-q", "-F", "-L", "ember-scratch",
-			 "-E", "lazy_itable_init=1,lazy_journal_init=1",
-			 path, NULL };
+	char *argv[] = {"mkfs.ext4",
+			"-q",
+			"-F",
+			"-L",
+			"ember-scratch",
+			"-E",
+			"lazy_itable_init=1,lazy_journal_init=1",
+			path,
+			NULL};
 	r = spawn_wait(argv, fd, 120);
 	if (fd >= 0)
 		close(fd);
@@ -347,8 +353,8 @@ static int make_scratch(const char *dir, uint64_t bytes)
 
 static void remove_state(const char *dir)
 {
-	static const char *const names[] = { "scratch.ext4", "qemu.pid",
-					     "ctl-port", "token", "forwards" };
+	static const char *const names[] = {"scratch.ext4", "qemu.pid",
+					    "ctl-port", "token", "forwards"};
 	char path[PATH_MAX];
 
 	for (size_t i = 0; i < EMBER_ARRAY_SIZE(names); i++) {
@@ -364,7 +370,9 @@ int nested_cmd_stop(const char *dir, bool quiet)
 
 	if (!pid_is_qemu(pid)) {
 		if (!quiet)
-			fprintf(stderr, "ember-nested: no nested host runs in %s\n", dir);
+			fprintf(stderr,
+				"ember-nested: no nested host runs in %s\n",
+				dir);
 		remove_state(dir);
 		return EMBER_EXIT_OK;
 	}
@@ -373,7 +381,8 @@ int nested_cmd_stop(const char *dir, bool quiet)
 	while (kill(pid, 0) == 0 && ember_now_ns() < end)
 		usleep(50000);
 	if (kill(pid, 0) == 0) {
-		log_warn("QEMU (pid %d) did not stop on SIGTERM; killing it", (int)pid);
+		log_warn("QEMU (pid %d) did not stop on SIGTERM; killing it",
+			 (int)pid);
 		kill(pid, SIGKILL);
 		end = ember_now_ns() + 5000000000ull;
 		while (kill(pid, 0) == 0 && ember_now_ns() < end)
@@ -381,7 +390,8 @@ int nested_cmd_stop(const char *dir, bool quiet)
 	}
 	remove_state(dir);
 	if (!quiet)
-		fprintf(stderr, "ember-nested: stopped the nested host in %s\n", dir);
+		fprintf(stderr, "ember-nested: stopped the nested host in %s\n",
+			dir);
 	return EMBER_EXIT_OK;
 }
 
@@ -404,16 +414,22 @@ int nested_cmd_start(const struct nested_args *a, const char *dir)
 	pid_t pid;
 
 	if (nested_running(dir, NULL)) {
-		fprintf(stderr, "ember-nested: a nested host already runs in %s (pid %d); stop it with: ember-nested stop --state-dir %s\n",
-			dir, (int)state_pid(dir), dir);
+		fprintf(
+		    stderr,
+		    "ember-nested: a nested host already runs in %s (pid %d); stop it with: ember-nested stop --state-dir %s\n",
+		    dir, (int)state_pid(dir), dir);
 		return EMBER_EXIT_FAILURE;
 	}
 	if (!in_path("qemu-system-x86_64")) {
-		fprintf(stderr, "ember-nested: qemu-system-x86_64 is not in PATH: install the package qemu-system-x86 (scripts/deps.sh does)\n");
+		fprintf(
+		    stderr,
+		    "ember-nested: qemu-system-x86_64 is not in PATH: install the package qemu-system-x86 (scripts/deps.sh does)\n");
 		return EMBER_EXIT_FAILURE;
 	}
 	if (!in_path("mkfs.ext4")) {
-		fprintf(stderr, "ember-nested: mkfs.ext4 is not in PATH: install the package e2fsprogs (scripts/deps.sh does)\n");
+		fprintf(
+		    stderr,
+		    "ember-nested: mkfs.ext4 is not in PATH: install the package e2fsprogs (scripts/deps.sh does)\n");
 		return EMBER_EXIT_FAILURE;
 	}
 	r = find_images(a, images);
@@ -421,8 +437,10 @@ int nested_cmd_start(const struct nested_args *a, const char *dir)
 	snprintf(initrd, sizeof(initrd), "%s/initramfs.cpio.gz", images);
 	snprintf(modroot, sizeof(modroot), "%s/root", images);
 	if (r < 0 || access(kernel, R_OK) < 0 || access(initrd, R_OK) < 0) {
-		fprintf(stderr, "ember-nested: the nested host's kernel and initramfs are not in %s: build them with hosts/nested/build.sh (scripts/artifacts.sh links them into build/artifacts/nested), or set EMBER_NESTED_IMAGES or --images\n",
-			images);
+		fprintf(
+		    stderr,
+		    "ember-nested: the nested host's kernel and initramfs are not in %s: build them with hosts/nested/build.sh (scripts/artifacts.sh links them into build/artifacts/nested), or set EMBER_NESTED_IMAGES or --images\n",
+		    images);
 		return EMBER_EXIT_FAILURE;
 	}
 	if (!realpath("/proc/self/exe", self)) {
@@ -431,22 +449,30 @@ int nested_cmd_start(const struct nested_args *a, const char *dir)
 	}
 	r = ember_mkdir_p(dir, 0755);
 	if (r < 0) {
-		fprintf(stderr, "ember-nested: cannot create the state folder %s: %s\n",
+		fprintf(stderr,
+			"ember-nested: cannot create the state folder %s: %s\n",
 			dir, strerror(-r));
 		return EMBER_EXIT_FAILURE;
 	}
 	if (statvfs(dir, &vfs) == 0 &&
 	    (uint64_t)vfs.f_bavail * vfs.f_frsize < MIN_FREE_BYTES) {
-		fprintf(stderr, "ember-nested: no space in %s for the scratch disk: %llu MB free, 1024 MB needed; free some or use --state-dir elsewhere\n",
-			dir, (unsigned long long)((uint64_t)vfs.f_bavail * vfs.f_frsize >> 20));
+		fprintf(
+		    stderr,
+		    "ember-nested: no space in %s for the scratch disk: %llu MB free, 1024 MB needed; free some or use --state-dir elsewhere\n",
+		    dir,
+		    (unsigned long long)((uint64_t)vfs.f_bavail *
+					     vfs.f_frsize >>
+					 20));
 		return EMBER_EXIT_FAILURE;
 	}
 	remove_state(dir);
 	r = make_scratch(dir, a->scratch_bytes);
 	if (r < 0) {
 		state_path(path, dir, "qemu.log");
-		fprintf(stderr, "ember-nested: cannot make the scratch disk in %s: %s (log: %s)\n",
-			dir, strerror(-r), path);
+		fprintf(
+		    stderr,
+		    "ember-nested: cannot make the scratch disk in %s: %s (log: %s)\n",
+		    dir, strerror(-r), path);
 		return EMBER_EXIT_FAILURE;
 	}
 	if (pick_port(&ctl_port) < 0 ||
@@ -464,7 +490,8 @@ int nested_cmd_start(const struct nested_args *a, const char *dir)
 	for (int i = 0; i < a->n_forwards; i++) {
 		off += snprintf(netdev + off, sizeof(netdev) - (size_t)off,
 				",hostfwd=tcp:127.0.0.1:%u-:%u",
-				a->forwards[i].host_port, a->forwards[i].guest_port);
+				a->forwards[i].host_port,
+				a->forwards[i].guest_port);
 		size_t fl = strlen(fwd_text);
 
 		snprintf(fwd_text + fl, sizeof(fwd_text) - fl, "%u:%u\n",
@@ -529,7 +556,8 @@ int nested_cmd_start(const struct nested_args *a, const char *dir)
 	if (log_fd >= 0)
 		close(log_fd);
 	if (r < 0 || !WIFEXITED(r) || WEXITSTATUS(r) != 0) {
-		fprintf(stderr, "ember-nested: QEMU did not start; see %s\n", path);
+		fprintf(stderr, "ember-nested: QEMU did not start; see %s\n",
+			path);
 		show_tail(path, 10);
 		remove_state(dir);
 		return EMBER_EXIT_FAILURE;
@@ -543,7 +571,10 @@ int nested_cmd_start(const struct nested_args *a, const char *dir)
 	end = t0 + a->boot_timeout_s * 1000000000ull;
 	for (;;) {
 		if (!pid_is_qemu(pid)) {
-			fprintf(stderr, "ember-nested: the nested host stopped while booting; console: %s\n", path);
+			fprintf(
+			    stderr,
+			    "ember-nested: the nested host stopped while booting; console: %s\n",
+			    path);
 			show_tail(path, 20);
 			remove_state(dir);
 			return EMBER_EXIT_FAILURE;
@@ -551,8 +582,10 @@ int nested_cmd_start(const struct nested_args *a, const char *dir)
 		if (ping(dir, ctl_port))
 			break;
 		if (ember_now_ns() > end) {
-			fprintf(stderr, "ember-nested: the nested host did not answer within %u s; console: %s\n",
-				a->boot_timeout_s, path);
+			fprintf(
+			    stderr,
+			    "ember-nested: the nested host did not answer within %u s; console: %s\n",
+			    a->boot_timeout_s, path);
 			show_tail(path, 20);
 			nested_cmd_stop(dir, true);
 			return EMBER_EXIT_FAILURE;
@@ -560,7 +593,10 @@ int nested_cmd_start(const struct nested_args *a, const char *dir)
 		usleep(250000);
 	}
 	if (!a->quiet)
-		fprintf(stderr, "ember-nested: host up in %.1f s (state %s, pid %d, control port %u)\n",
-			(double)(ember_now_ns() - t0) / 1e9, dir, (int)pid, ctl_port);
+		fprintf(
+		    stderr,
+		    "ember-nested: host up in %.1f s (state %s, pid %d, control port %u)\n",
+		    (double)(ember_now_ns() - t0) / 1e9, dir, (int)pid,
+		    ctl_port);
 	return EMBER_EXIT_OK;
 }

@@ -17,39 +17,40 @@
 #include <unistd.h>
 
 static const char usage[] =
-	"Usage: ember-nested SUBCOMMAND [OPTIONS] [-- CMD [ARGS...]]\n"
-	"\n"
-	"  need                 print whether this machine needs the nested host\n"
-	"                       (\"yes: why\" / \"no: why\"); EMBER_NESTED=0|1 overrides\n"
-	"  start                boot a long-running nested host; returns when it answers\n"
-	"  exec -- CMD ARGS...  run CMD in the running host, streaming its output;\n"
-	"                       exits with its status (124 timeout, 255 channel\n"
-	"                       failure); runs CMD here when no host is needed\n"
-	"  run -- CMD ARGS...   start, exec, stop in one (a temporary state folder)\n"
-	"  stop                 stop the host and delete its scratch disk\n"
-	"  serve [--port N]     the command server (inside the nested host only)\n"
-	"\n"
-	"Options:\n"
-	"  --state-dir DIR      host state (default $EMBER_NESTED_STATE, else\n"
-	"                       " NESTED_DEFAULT_STATE ")\n"
-	"  --forward HOST:GUEST forward 127.0.0.1:HOST to the host's port GUEST (repeatable)\n"
-	"  --smp N              vCPUs (default 2)\n"
-	"  --memory MB          memory in MiB (default 4096)\n"
-	"  --scratch SIZE       scratch disk size, sparse (default 8G)\n"
-	"  --images DIR         kernel and initramfs (default $EMBER_NESTED_IMAGES,\n"
-	"                       else <builddir>/artifacts/nested)\n"
-	"  --boot-timeout S     how long start waits for the host (default 300)\n"
-	"  --qemu-arg ARG       extra QEMU argument (repeatable)\n"
-	"  --env K=V            environment of CMD (repeatable)\n"
-	"  --cwd DIR            working directory of CMD (default /)\n"
-	"  --timeout S          kill CMD after S seconds (exit 124)\n"
-	"  -n                   do not forward standard input\n"
-	"  -q, --quiet          fewer messages\n"
-	"  --help, --version\n";
+    "Usage: ember-nested SUBCOMMAND [OPTIONS] [-- CMD [ARGS...]]\n"
+    "\n"
+    "  need                 print whether this machine needs the nested host\n"
+    "                       (\"yes: why\" / \"no: why\"); EMBER_NESTED=0|1 overrides\n"
+    "  start                boot a long-running nested host; returns when it answers\n"
+    "  exec -- CMD ARGS...  run CMD in the running host, streaming its output;\n"
+    "                       exits with its status (124 timeout, 255 channel\n"
+    "                       failure); runs CMD here when no host is needed\n"
+    "  run -- CMD ARGS...   start, exec, stop in one (a temporary state folder)\n"
+    "  stop                 stop the host and delete its scratch disk\n"
+    "  serve [--port N]     the command server (inside the nested host only)\n"
+    "\n"
+    "Options:\n"
+    "  --state-dir DIR      host state (default $EMBER_NESTED_STATE, else\n"
+    "                       " NESTED_DEFAULT_STATE ")\n"
+    "  --forward HOST:GUEST forward 127.0.0.1:HOST to the host's port GUEST (repeatable)\n"
+    "  --smp N              vCPUs (default 2)\n"
+    "  --memory MB          memory in MiB (default 4096)\n"
+    "  --scratch SIZE       scratch disk size, sparse (default 8G)\n"
+    "  --images DIR         kernel and initramfs (default $EMBER_NESTED_IMAGES,\n"
+    "                       else <builddir>/artifacts/nested)\n"
+    "  --boot-timeout S     how long start waits for the host (default 300)\n"
+    "  --qemu-arg ARG       extra QEMU argument (repeatable)\n"
+    "  --env K=V            environment of CMD (repeatable)\n"
+    "  --cwd DIR            working directory of CMD (default /)\n"
+    "  --timeout S          kill CMD after S seconds (exit 124)\n"
+    "  -n                   do not forward standard input\n"
+    "  -q, --quiet          fewer messages\n"
+    "  --help, --version\n";
 
 static const char *state_dir_of(const struct nested_args *a, char *buf)
 {
-	const char *d = a->state_dir ? a->state_dir : getenv("EMBER_NESTED_STATE");
+	const char *d =
+	    a->state_dir ? a->state_dir : getenv("EMBER_NESTED_STATE");
 	char cwd[PATH_MAX];
 
 	if (!d || !*d)

@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NESTED_MAX_FORWARDS 16
-#define NESTED_MAX_ENV 64
+#define NESTED_MAX_FORWARDS  16
+#define NESTED_MAX_ENV	     64
 #define NESTED_MAX_QEMU_ARGS 32
 #define NESTED_DEFAULT_STATE "/run/ember/nested"
 /* TCP port of the command server inside the nested host. */
@@ -38,8 +38,9 @@ struct nested_forward {
 
 struct nested_args {
 	enum nested_cmd cmd;
-	const char *state_dir;	/* NULL: $EMBER_NESTED_STATE or the default */
-	const char *images;	/* NULL: $EMBER_NESTED_IMAGES or next to the binary */
+	const char *state_dir; /* NULL: $EMBER_NESTED_STATE or the default */
+	const char
+	    *images; /* NULL: $EMBER_NESTED_IMAGES or next to the binary */
 	struct nested_forward forwards[NESTED_MAX_FORWARDS];
 	int n_forwards;
 	const char *env[NESTED_MAX_ENV]; /* "K=V" */
@@ -51,11 +52,11 @@ struct nested_args {
 	unsigned memory_mb;
 	uint64_t scratch_bytes;
 	unsigned boot_timeout_s;
-	unsigned timeout_s;	/* exec: 0 means none */
+	unsigned timeout_s; /* exec: 0 means none */
 	bool no_stdin;
 	bool quiet;
-	uint16_t port;		/* serve */
-	char *const *argv;	/* the command (exec, run); NULL-terminated */
+	uint16_t port;	   /* serve */
+	char *const *argv; /* the command (exec, run); NULL-terminated */
 	int argc;
 };
 

@@ -81,7 +81,7 @@ static int read_timed(int fd, void *buf, size_t len, int timeout_ms)
 	size_t got = 0;
 
 	while (got < len) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 		int r = poll(&p, 1, timeout_ms);
 
 		if (r < 0 && errno == EINTR)

@@ -134,7 +134,9 @@ static _Noreturn void run_child(struct request *req, int in, int out, int err)
 	signal(SIGPIPE, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
 	clearenv();
-	setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+	setenv("PATH",
+	       "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	       1);
 	setenv("HOME", "/tmp", 1);
 	setenv("LANG", "C.UTF-8", 1);
 	setenv("EMBER_IN_NESTED", "1", 1);
@@ -175,8 +177,8 @@ static int status_code(int status)
 
 static void handle(int conn, const char *token)
 {
-	struct request req = { 0 };
-	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
+	struct request req = {0};
+	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
 	int status = 0, r;
 	bool exited = false;
 	pid_t pid;
@@ -204,9 +206,9 @@ static void handle(int conn, const char *token)
 
 	while (out[0] >= 0 || err[0] >= 0) {
 		struct pollfd p[3] = {
-			{ .fd = conn, .events = POLLIN },
-			{ .fd = out[0], .events = POLLIN },
-			{ .fd = err[0], .events = POLLIN },
+		    {.fd = conn, .events = POLLIN},
+		    {.fd = out[0], .events = POLLIN},
+		    {.fd = err[0], .events = POLLIN},
 		};
 		int n = poll(p, 3, 200);
 
@@ -225,14 +227,17 @@ static void handle(int conn, const char *token)
 				goto out;
 			}
 			if (type == FRAME_STDIN && in[1] >= 0) {
-				if (len == 0 || ember_write_full(in[1], buf, len) < 0)
+				if (len == 0 ||
+				    ember_write_full(in[1], buf, len) < 0)
 					ember_close(&in[1]);
 			}
 			free(buf);
 		}
-		if (n > 0 && p[1].revents && relay(out[0], conn, FRAME_STDOUT) < 0)
+		if (n > 0 && p[1].revents &&
+		    relay(out[0], conn, FRAME_STDOUT) < 0)
 			ember_close(&out[0]);
-		if (n > 0 && p[2].revents && relay(err[0], conn, FRAME_STDERR) < 0)
+		if (n > 0 && p[2].revents &&
+		    relay(err[0], conn, FRAME_STDERR) < 0)
 			ember_close(&err[0]);
 		if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
 			exited = true;
@@ -250,14 +255,14 @@ static void handle(int conn, const char *token)
 		status = 255 << 8;
 
 	uint32_t code = (uint32_t)status_code(status);
-	uint8_t be[4] = { (uint8_t)(code >> 24), (uint8_t)(code >> 16),
-			  (uint8_t)(code >> 8), (uint8_t)code };
+	uint8_t be[4] = {(uint8_t)(code >> 24), (uint8_t)(code >> 16),
+			 (uint8_t)(code >> 8), (uint8_t)code};
 
 	nested_frame_write(conn, FRAME_EXIT, be, 4);
 	goto out;
-fail: {
+fail : {
 	char msg[160];
-	uint8_t code126[4] = { 0, 0, 0, 126 };
+	uint8_t code126[4] = {0, 0, 0, 126};
 
 	snprintf(msg, sizeof(msg), "ember-nested: cannot start %s: %s",
 		 req.argv[0], strerror(-r));
@@ -276,9 +281,9 @@ out:
 
 int nested_cmd_serve(const struct nested_args *a)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons(a->port),
-				  .sin_addr.s_addr = htonl(INADDR_ANY) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(a->port),
+				 .sin_addr.s_addr = htonl(INADDR_ANY)};
 	const char *t = getenv("EMBER_NESTED_TOKEN");
 	char *token = strdup(t ? t : "");
 	int one = 1, lfd;

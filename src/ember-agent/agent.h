@@ -82,6 +82,11 @@ struct sandbox {
 	char token[AGENT_TOKEN_LEN + 1];
 	pid_t vmm_pid;
 	bool vmm_child;		/* forked by this agent (else adopted) */
+	pid_t uffd_pid;		/* page server of a resumed sandbox, or 0 */
+	/* The pause chain in <snap>/: generations written so far and the
+	 * newest header's file name ("" before the first pause). */
+	unsigned snap_generations;
+	char snap_header[64];
 	int64_t created_ms;
 	char error[256];
 	json_t *metadata;	/* object of strings */
@@ -133,10 +138,25 @@ void sandbox_counts(struct agent *a, struct host_counts *c);
 struct ember_agent;
 int sandbox_guest(struct agent *a, const char *id, int timeout_ms,
 		  struct ember_agent **out, json_t **env, struct agent_err *e);
-/* Takes the sandbox for a pause/resume/snapshot: fails with -EBUSY when
- * another one is in flight, -EINVAL when the state does not allow it. */
+/* Takes the sandbox for a pause/resume/snapshot: fails with -EAGAIN when
+ * another one is in flight, -EBUSY when the state does not allow it. */
 int sandbox_begin(struct agent *a, const char *id, enum sbx_state from,
 		  enum sbx_state during, struct agent_err *e);
+/* Marks running sandboxes whose VMM has gone as ERROR (and reaps them). */
+void sandbox_monitor(struct agent *a);
+/* Ends what sandbox_begin started: moves the sandbox to state `to`. */
+void sandbox_end(struct agent *a, const char *id, enum sbx_state to);
+/* Runs fn on the sandbox under the lock, then writes its record; -ENOENT
+ * when it is gone. A copy out: pass a fn that copies (sandbox_copy_fn,
+ * arg a struct sandbox * whose metadata/env are left NULL). */
+int sandbox_apply(struct agent *a, const char *id,
+		  void (*fn)(struct sandbox *s, void *arg), void *arg);
+void sandbox_copy_fn(struct sandbox *s, void *arg);
+/* The same with metadata and env copied (free with sandbox_free). */
+void sandbox_dup_fn(struct sandbox *s, void *arg);
+/* Waits for a resumed guest's agent (new token already recorded). */
+int sandbox_wait_guest(struct agent *a, const char *id, int timeout_ms,
+		       struct agent_err *e);
 
 /* --- paths (ns.c) ----------------------------------------------------------
  * Host side:
@@ -159,6 +179,9 @@ int sandbox_begin(struct agent *a, const char *id, enum sbx_state from,
 #define NS_API_SOCK NS_RUN "/api.sock"
 #define NS_VSOCK_SOCK NS_RUN "/vsock.sock"
 #define NS_ROOTFS NS_DISK "/rootfs.ext4"
+#define NS_UFFD_SOCK NS_RUN "/uffd.sock"
+#define NS_VMSTATE NS_SNAP "/vmstate"
+#define NS_MEM NS_SNAP "/mem"
 
 enum sbx_path {
 	P_DIR,		/* <state>/sandboxes/<id> */
@@ -171,6 +194,7 @@ enum sbx_path {
 	P_RUN_DIR,	/* <run>/vms/<id> */
 	P_API_SOCK,
 	P_VSOCK_SOCK,
+	P_UFFD_SOCK,	/* <run>/vms/<id>/uffd.sock */
 };
 /* Writes the host path of kind for sandbox id; -ENAMETOOLONG when it does
  * not fit (sockets: when it does not fit sun_path). */

@@ -48,6 +48,7 @@ int sbx_path(const struct agent_config *cfg, const char *id,
 		[P_SNAP_DIR] = "/snap", [P_CONSOLE] = "/console.log",
 		[P_VMM_LOG] = "/vmm.log", [P_RUN_DIR] = "",
 		[P_API_SOCK] = "/api.sock", [P_VSOCK_SOCK] = "/vsock.sock",
+		[P_UFFD_SOCK] = "/uffd.sock",
 	};
 	bool run = kind >= P_RUN_DIR;
 	int n;
@@ -58,7 +59,8 @@ int sbx_path(const struct agent_config *cfg, const char *id,
 		     run ? "vms" : "sandboxes", id, leaf[kind]);
 	if (n < 0 || (size_t)n >= len)
 		return -ENAMETOOLONG;
-	if ((kind == P_API_SOCK || kind == P_VSOCK_SOCK) &&
+	if ((kind == P_API_SOCK || kind == P_VSOCK_SOCK ||
+	     kind == P_UFFD_SOCK) &&
 	    (size_t)n >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return -ENAMETOOLONG;
 	return 0;

@@ -95,13 +95,24 @@ void system_read_cmdline(char *token, size_t token_size, char *sandbox_id,
 			 size_t id_size, char *hostname, size_t host_size,
 			 uint32_t *port)
 {
-	char *data, *save = NULL;
-	int r = ember_read_file("/proc/cmdline", 65536, &data, NULL);
+	/* Not ember_read_file: /proc files have st_size 0. */
+	enum { CMDLINE_MAX = 65536 };
+	char *data = malloc(CMDLINE_MAX), *save = NULL;
+	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	ssize_t r = -1;
 
+	if (data && fd >= 0)
+		r = ember_read_full(fd, data, CMDLINE_MAX - 1);
 	if (r < 0) {
-		log_warn("cannot read /proc/cmdline: %s", strerror(-r));
+		log_warn("cannot read /proc/cmdline: %s",
+			 strerror(data ? errno : ENOMEM));
+		if (fd >= 0)
+			close(fd);
+		free(data);
 		return;
 	}
+	close(fd);
+	data[r] = '\0';
 	for (char *w = strtok_r(data, " \t\n", &save); w;
 	     w = strtok_r(NULL, " \t\n", &save)) {
 		uint64_t v;

@@ -348,6 +348,277 @@ static int configure(struct vmm *vmm, const struct route *r, const char *id,
 	}
 }
 
+/* ---- PATCH /vm, PUT /snapshot/create, PUT /snapshot/load ---- */
+
+/* Refuses fields not in allowed (NULL-terminated), as Firecracker does. */
+static int only_fields(json_t *obj, const char *const *allowed,
+		       const char *what, char *err, size_t errlen)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(obj, key, v) {
+		bool ok = false;
+
+		for (size_t i = 0; allowed[i]; i++)
+			ok = ok || strcmp(key, allowed[i]) == 0;
+		if (!ok) {
+			snprintf(err, errlen, "Unknown field %s in %s.", key,
+				 what);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* A string field: required or not; *out is NULL when absent. */
+static int string_field(json_t *obj, const char *name, bool required,
+			const char **out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(obj, name);
+
+	*out = NULL;
+	if (!v) {
+		if (!required)
+			return 0;
+		snprintf(err, errlen, "Missing field %s.", name);
+		return -EINVAL;
+	}
+	if (!json_is_string(v) || !json_string_value(v)[0] ||
+	    strlen(json_string_value(v)) >= PATH_MAX) {
+		snprintf(err, errlen, "%s must be a non-empty string shorter than %d bytes.",
+			 name, PATH_MAX);
+		return -EINVAL;
+	}
+	*out = json_string_value(v);
+	return 0;
+}
+
+static int bool_field(json_t *obj, const char *name, bool *out, char *err,
+		      size_t errlen)
+{
+	json_t *v = json_object_get(obj, name);
+
+	if (!v)
+		return 0;
+	if (!json_is_boolean(v)) {
+		snprintf(err, errlen, "%s must be true or false.", name);
+		return -EINVAL;
+	}
+	*out = json_is_true(v);
+	return 0;
+}
+
+static int patch_vm(struct vmm *vmm, json_t *body, char *err, size_t errlen)
+{
+	static const char *const fields[] = { "state", NULL };
+	const char *state;
+	int rc = only_fields(body, fields, "PATCH /vm", err, errlen);
+
+	if (!rc)
+		rc = string_field(body, "state", true, &state, err, errlen);
+	if (rc)
+		return rc;
+	if (strcmp(state, "Paused") && strcmp(state, "Resumed")) {
+		snprintf(err, errlen,
+			 "state must be \"Paused\" or \"Resumed\", not \"%s\".",
+			 state);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&vmm->lock);
+	if (vmm->state != VMM_RUNNING && vmm->state != VMM_PAUSED) {
+		snprintf(err, errlen, "The microVM is %s: only a running or paused microVM can be %s.",
+			 vmm_state_name(vmm->state),
+			 strcmp(state, "Paused") ? "resumed" : "paused");
+		rc = -EINVAL;
+	} else if (!strcmp(state, "Paused")) {
+		rc = vm_pause(vmm->vm);
+		if (rc)
+			snprintf(err, errlen, "Cannot pause the microVM: %s",
+				 strerror(-rc));
+		else
+			vmm->state = VMM_PAUSED;
+	} else {
+		rc = vm_resume(vmm->vm);
+		if (rc)
+			snprintf(err, errlen, "Cannot resume the microVM: %s",
+				 strerror(-rc));
+		else
+			vmm->state = VMM_RUNNING;
+	}
+	if (!rc)
+		olog_info(vmm->cfg.vm.id, "microVM %s",
+			  vmm->state == VMM_PAUSED ? "paused" : "resumed");
+	pthread_mutex_unlock(&vmm->lock);
+	return rc;
+}
+
+static int snapshot_create(struct vmm *vmm, json_t *body, char *err,
+			   size_t errlen)
+{
+	static const char *const fields[] = { "snapshot_type", "snapshot_path",
+					      "mem_file_path", "version",
+					      NULL };
+	const char *type = NULL, *state_path, *mem_path;
+	enum vm_snapshot_type t = VM_SNAPSHOT_FULL;
+	int rc = only_fields(body, fields, "PUT /snapshot/create", err, errlen);
+
+	if (!rc)
+		rc = string_field(body, "snapshot_path", true, &state_path,
+				  err, errlen);
+	if (!rc)
+		rc = string_field(body, "mem_file_path", true, &mem_path, err,
+				  errlen);
+	if (!rc)
+		rc = string_field(body, "snapshot_type", false, &type, err,
+				  errlen);
+	if (rc)
+		return rc;
+	if (type && !strcmp(type, "Diff"))
+		t = VM_SNAPSHOT_DIFF;
+	else if (type && strcmp(type, "Full")) {
+		snprintf(err, errlen,
+			 "snapshot_type must be \"Full\" or \"Diff\", not \"%s\".",
+			 type);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&vmm->lock);
+	if (vmm->state != VMM_PAUSED) {
+		snprintf(err, errlen,
+			 "The microVM is %s: pause it before creating a snapshot.",
+			 vmm_state_name(vmm->state));
+		rc = -EINVAL;
+	} else {
+		rc = vm_snapshot_create(vmm->vm, t, state_path, mem_path, err,
+					errlen);
+	}
+	pthread_mutex_unlock(&vmm->lock);
+	return rc;
+}
+
+static int snapshot_load(struct vmm *vmm, json_t *body, char *err,
+			 size_t errlen)
+{
+	static const char *const fields[] = {
+		"snapshot_path", "mem_file_path", "mem_backend",
+		"enable_diff_snapshots", "track_dirty_pages", "resume_vm",
+		"network_overrides", "vsock_override", NULL
+	};
+	static const char *const backend_fields[] = { "backend_type",
+						      "backend_path", NULL };
+	static const char *const vsock_fields[] = { "uds_path", NULL };
+	static struct vm_snapshot_load load; /* requests are serialised */
+	json_t *backend = json_object_get(body, "mem_backend");
+	json_t *vsock = json_object_get(body, "vsock_override");
+	json_t *nets = json_object_get(body, "network_overrides");
+	const char *state_path, *mem_file = NULL, *type = NULL, *path = NULL;
+	const char *uds = NULL;
+	struct vm *vm = NULL;
+	int rc = only_fields(body, fields, "PUT /snapshot/load", err, errlen);
+
+	memset(&load, 0, sizeof(load));
+	if (!rc)
+		rc = string_field(body, "snapshot_path", true, &state_path,
+				  err, errlen);
+	if (!rc)
+		rc = string_field(body, "mem_file_path", false, &mem_file, err,
+				  errlen);
+	if (!rc)
+		rc = bool_field(body, "enable_diff_snapshots",
+				&load.track_dirty_pages, err, errlen);
+	if (!rc)
+		rc = bool_field(body, "track_dirty_pages",
+				&load.track_dirty_pages, err, errlen);
+	if (!rc)
+		rc = bool_field(body, "resume_vm", &load.resume_vm, err,
+				errlen);
+	if (rc)
+		return rc;
+	if (!!backend == !!mem_file) {
+		snprintf(err, errlen,
+			 "Give exactly one of mem_backend and mem_file_path.");
+		return -EINVAL;
+	}
+	if (backend) {
+		if (!json_is_object(backend)) {
+			snprintf(err, errlen, "mem_backend must be an object.");
+			return -EINVAL;
+		}
+		rc = only_fields(backend, backend_fields, "mem_backend", err,
+				 errlen);
+		if (!rc)
+			rc = string_field(backend, "backend_type", true, &type,
+					  err, errlen);
+		if (!rc)
+			rc = string_field(backend, "backend_path", true, &path,
+					  err, errlen);
+		if (rc)
+			return rc;
+		if (!strcmp(type, "File")) {
+			load.backend = VM_MEM_FILE;
+		} else if (!strcmp(type, "Uffd")) {
+			load.backend = VM_MEM_UFFD;
+		} else {
+			snprintf(err, errlen,
+				 "backend_type must be \"File\" or \"Uffd\", not \"%s\".",
+				 type);
+			return -EINVAL;
+		}
+	} else {
+		load.backend = VM_MEM_FILE;
+		path = mem_file;
+	}
+	if (vsock) {
+		if (!json_is_object(vsock)) {
+			snprintf(err, errlen, "vsock_override must be an object.");
+			return -EINVAL;
+		}
+		rc = only_fields(vsock, vsock_fields, "vsock_override", err,
+				 errlen);
+		if (!rc)
+			rc = string_field(vsock, "uds_path", true, &uds, err,
+					  errlen);
+		if (rc)
+			return rc;
+		snprintf(load.vsock_uds_path, sizeof(load.vsock_uds_path),
+			 "%s", uds);
+	}
+	if (nets && (!json_is_array(nets) || json_array_size(nets))) {
+		/* TODO(snapshot): network_overrides apply to virtio-net,
+		 * which ember-vmm does not have yet; an empty list is
+		 * accepted. */
+		snprintf(err, errlen,
+			 "network_overrides: this ember-vmm has no network devices to override.");
+		return -EINVAL;
+	}
+	snprintf(load.snapshot_path, sizeof(load.snapshot_path), "%s",
+		 state_path);
+	snprintf(load.backend_path, sizeof(load.backend_path), "%s", path);
+	pthread_mutex_lock(&vmm->lock);
+	snprintf(load.id, sizeof(load.id), "%s", vmm->cfg.vm.id);
+	snprintf(load.serial_out_path, sizeof(load.serial_out_path), "%s",
+		 vmm->cfg.vm.serial_out_path);
+	if (vmm->state != VMM_NOT_STARTED) {
+		snprintf(err, errlen,
+			 "The microVM is %s: a snapshot can only be loaded into a new ember-vmm.",
+			 vmm_state_name(vmm->state));
+		rc = -EINVAL;
+	} else if (vmm->configured) {
+		snprintf(err, errlen,
+			 "The microVM has been configured for a cold boot: a snapshot can no longer be loaded.");
+		rc = -EINVAL;
+	} else {
+		rc = vm_snapshot_load(&load, &vm, err, errlen);
+	}
+	if (!rc) {
+		vmm->vm = vm;
+		vmm->state = load.resume_vm ? VMM_RUNNING : VMM_PAUSED;
+		wake_main(vmm);
+	}
+	pthread_mutex_unlock(&vmm->lock);
+	return rc;
+}
+
 static void route(struct vmm *vmm, const struct ember_http_request *req,
 		  struct ember_http_response *resp)
 {
@@ -390,19 +661,6 @@ static void route(struct vmm *vmm, const struct ember_http_request *req,
 			return;
 		}
 		break;
-	case R_VM:
-		/* TODO(snapshot): pause and resume come with the snapshot
-		 * issue (Running <-> Paused in api.h). */
-		ember_http_reply_error(
-		    resp, 400, "Pausing and resuming are not implemented yet.");
-		return;
-	case R_SNAPSHOT_CREATE:
-	case R_SNAPSHOT_LOAD:
-		/* TODO(snapshot): snapshot create and load come with the
-		 * snapshot issue. */
-		ember_http_reply_error(resp, 400,
-				       "Snapshots are not implemented yet.");
-		return;
 	default:
 		break;
 	}
@@ -417,10 +675,27 @@ static void route(struct vmm *vmm, const struct ember_http_request *req,
 		json_decref(body);
 		return;
 	}
+	if (r->kind == R_VM || r->kind == R_SNAPSHOT_CREATE ||
+	    r->kind == R_SNAPSHOT_LOAD) {
+		err[0] = '\0';
+		rc = r->kind == R_VM		  ? patch_vm(vmm, body, err, sizeof(err))
+		     : r->kind == R_SNAPSHOT_CREATE ? snapshot_create(vmm, body, err,
+								     sizeof(err))
+						  : snapshot_load(vmm, body, err,
+								  sizeof(err));
+		json_decref(body);
+		if (rc < 0)
+			ember_http_reply_error(resp, 400, "%s", err);
+		else
+			ember_http_reply_empty(resp, 204);
+		return;
+	}
 	/* Requests are serialised on the API thread; the lock keeps the main
 	 * thread's reads consistent. */
 	pthread_mutex_lock(&vmm->lock);
 	rc = configure(vmm, r, id, req->method, body, err, sizeof(err));
+	if (rc == 0 && r->kind != R_LOGGER)
+		vmm->configured = true;
 	pthread_mutex_unlock(&vmm->lock);
 	json_decref(body);
 	if (rc < 0)

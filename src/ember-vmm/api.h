@@ -9,8 +9,9 @@
  *        +--PUT /snapshot/load--> PAUSED or RUNNING
  *
  * Invariants: the configuration changes only in NOT_STARTED; vm is NULL
- * exactly in NOT_STARTED; EXITED is final (the process then exits).
- * Pausing and snapshots are not implemented yet: TODO(snapshot).
+ * exactly in NOT_STARTED; EXITED is final (the process then exits). A
+ * snapshot is created only in PAUSED, and loaded only in NOT_STARTED
+ * before any configuration for a cold boot (configured stays false).
  *
  * Requests run one at a time on the HTTP server's thread; the main thread
  * waits for signals, the guest's end and wake_fd (written whenever the
@@ -38,6 +39,7 @@ struct vmm {
 	enum vmm_state state;
 	struct vmm_config cfg;
 	struct vm *vm;
+	bool configured; /* a cold-boot configuration request succeeded */
 	int wake_fd; /* eventfd */
 	struct ember_http_server *http;
 	char sock_path[108]; /* "" when there is no API socket */

@@ -114,4 +114,56 @@ int vm_exit_status(const struct vm *vm);
 /* Stops every thread, releases every fd and all guest memory. NULL is ok. */
 void vm_destroy(struct vm *vm);
 
+/* ---- Pause, resume and snapshots (machine/snapshot.c, docs/vmm-snapshots.md) ---- */
+
+/* PATCH /vm: stops every vCPU between two instructions (a pending I/O
+ * exit is completed first) / lets them run again. 0, -ETIMEDOUT (a vCPU
+ * did not stop), -ESHUTDOWN (the guest has ended). */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+bool vm_is_paused(const struct vm *vm);
+
+enum vm_snapshot_type { VM_SNAPSHOT_FULL, VM_SNAPSHOT_DIFF };
+
+/* PUT /snapshot/create, on a paused vm: the guest's vsock transport is
+ * reset, then the memory file (full: every non-zero page of a sparse
+ * full-size file; diff: only the pages dirtied since the last snapshot,
+ * at their offsets, which needs track_dirty_pages) and the vmstate file
+ * are written, each atomically, the vmstate last. Either kind starts a
+ * new dirty log. On failure err says why; no file a load would accept is
+ * left at snapshot_path. */
+int vm_snapshot_create(struct vm *vm, enum vm_snapshot_type type,
+		       const char *snapshot_path, const char *mem_file_path,
+		       char *err, size_t errlen);
+
+enum vm_mem_backend { VM_MEM_FILE, VM_MEM_UFFD };
+
+/* PUT /snapshot/load. */
+struct vm_snapshot_load {
+	char snapshot_path[PATH_MAX];
+	enum vm_mem_backend backend;
+	/* File: the memory file, mapped private (copy-on-write). Uffd: the
+	 * page server's Unix socket (Firecracker's handshake). */
+	char backend_path[PATH_MAX];
+	bool resume_vm;
+	bool track_dirty_pages;
+	/* vsock_override: a new uds_path for the snapshot's vsock. */
+	char vsock_uds_path[PATH_MAX]; /* "" keeps the snapshot's */
+	/* From the new VMM, not the snapshot. */
+	char id[VM_ID_MAX];
+	char serial_out_path[PATH_MAX];
+};
+
+/* Builds a vm from a snapshot: the vmstate is read and validated in full
+ * first, then a machine with the snapshot's vCPUs, memory and devices is
+ * built, its memory attached to the backend and the state applied; the
+ * vm is left paused, or running with resume_vm. On failure nothing is
+ * left of it and err names the file and the problem. */
+int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
+		     char *err, size_t errlen);
+
+/* The machine under a vm (the kvm tests read registers and memory). */
+struct machine;
+struct machine *vm_machine(const struct vm *vm);
+
 #endif

@@ -205,6 +205,44 @@ static void i8042_teardown(void *opaque)
 	free(k);
 }
 
+/* Snapshot state: registers, pending command and the output buffer. */
+enum { I8042_STATE_SIZE = 6 + BUF_SIZE };
+
+static int i8042_save(void *opaque, uint8_t **buf, size_t *len)
+{
+	struct i8042 *k = opaque;
+	uint8_t *b = malloc(I8042_STATE_SIZE);
+
+	if (!b)
+		return -ENOMEM;
+	b[0] = k->status;
+	b[1] = k->ctr;
+	b[2] = k->outport;
+	b[3] = k->pending_cmd;
+	b[4] = (uint8_t)k->head;
+	b[5] = (uint8_t)k->count;
+	memcpy(b + 6, k->buf, BUF_SIZE);
+	*buf = b;
+	*len = I8042_STATE_SIZE;
+	return 0;
+}
+
+static int i8042_restore(void *opaque, const uint8_t *b, size_t len)
+{
+	struct i8042 *k = opaque;
+
+	if (len != I8042_STATE_SIZE || b[4] >= BUF_SIZE || b[5] > BUF_SIZE)
+		return -EINVAL;
+	k->status = b[0];
+	k->ctr = b[1];
+	k->outport = b[2];
+	k->pending_cmd = b[3];
+	k->head = b[4];
+	k->count = b[5];
+	memcpy(k->buf, b + 6, BUF_SIZE);
+	return 0;
+}
+
 int i8042_setup(struct machine *m)
 {
 	struct i8042 *k = calloc(1, sizeof(*k));
@@ -224,5 +262,6 @@ int i8042_setup(struct machine *m)
 		return ret;
 	}
 	m->i8042 = k;
+	machine_set_dev_state(m, i8042_save, i8042_restore);
 	return 0;
 }

@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ember/log.h"
@@ -264,6 +265,16 @@ int machine_create(const struct machine_config *mc, struct machine **out)
 		return -ENOMEM;
 	snprintf(m->id, sizeof(m->id), "%s", mc->id ? mc->id : "");
 	m->kvm_fd = m->vm_fd = m->exit_fd = m->serial_out_fd = -1;
+	m->uffd = -1;
+	pthread_mutex_init(&m->pause_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&m->pause_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	for (unsigned i = 0; i < MACHINE_MAX_VCPUS; i++)
 		m->vcpus[i].fd = -1;
 	m->vcpu_count = mc->vcpu_count;
@@ -283,6 +294,15 @@ int machine_create(const struct machine_config *mc, struct machine **out)
 	ret = setup_memory(m, mc->track_dirty_pages);
 	if (ret)
 		goto fail;
+	m->track_dirty_pages = mc->track_dirty_pages;
+	for (unsigned i = 0; mc->track_dirty_pages && i < m->n_regions; i++) {
+		m->vmm_dirty[i] = calloc((m->regions[i].size / 4096 + 63) / 64,
+					 sizeof(uint64_t));
+		if (!m->vmm_dirty[i]) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
 	ret = get_supported_cpuid(m);
 	if (ret)
 		goto fail;
@@ -572,6 +592,57 @@ static bool handle_exit(struct machine_vcpu *v)
 	}
 }
 
+/* Parks a vCPU while a pause is requested. A KVM_RUN with immediate_exit
+ * set first completes an I/O or MMIO exit the vCPU was in (KVM finishes
+ * the instruction without running the guest), so the state a snapshot
+ * reads is between two instructions. */
+static void vcpu_park(struct machine_vcpu *v)
+{
+	struct machine *m = v->m;
+
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELEASE);
+	while (ioctl(v->fd, KVM_RUN, 0) == 0)
+		if (!handle_exit(v)) /* not expected: EINTR comes first */
+			break;
+	pthread_mutex_lock(&m->pause_lock);
+	m->n_parked++;
+	pthread_cond_broadcast(&m->pause_cond);
+	while (m->pause_requested && end_of(m) == MACHINE_RUNNING)
+		pthread_cond_wait(&m->pause_cond, &m->pause_lock);
+	m->n_parked--;
+	pthread_mutex_unlock(&m->pause_lock);
+	/* machine_end sets immediate_exit under end_lock: keep its mark. */
+	pthread_mutex_lock(&m->end_lock);
+	if (end_of(m) == MACHINE_RUNNING)
+		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&m->end_lock);
+}
+
+static bool pause_requested(struct machine *m)
+{
+	return __atomic_load_n(&m->pause_requested, __ATOMIC_ACQUIRE);
+}
+
+/* After an EINTR: a pause kick that a resume overtook before this vCPU
+ * parked leaves immediate_exit set; clear it unless a pause or the end
+ * still wants the vCPU out. */
+static void vcpu_clear_stale_kick(struct machine_vcpu *v)
+{
+	struct machine *m = v->m;
+	int saved = errno;
+
+	pthread_mutex_lock(&m->pause_lock);
+	if (!m->pause_requested) {
+		pthread_mutex_lock(&m->end_lock);
+		if (end_of(m) == MACHINE_RUNNING)
+			__atomic_store_n(&v->run->immediate_exit, 0,
+					 __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&m->end_lock);
+	}
+	pthread_mutex_unlock(&m->pause_lock);
+	errno = saved;
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct machine_vcpu *v = arg;
@@ -583,7 +654,13 @@ static void *vcpu_thread(void *arg)
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
 	while (end_of(m) == MACHINE_RUNNING) {
+		if (pause_requested(m)) {
+			vcpu_park(v);
+			continue;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR)
+				vcpu_clear_stale_kick(v);
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
 			olog_error(MLOG_ID(m), "vCPU %u: KVM_RUN: %s", v->index,
@@ -595,6 +672,10 @@ static void *vcpu_thread(void *arg)
 		if (!handle_exit(v))
 			break;
 	}
+	pthread_mutex_lock(&m->pause_lock);
+	m->n_active--;
+	pthread_cond_broadcast(&m->pause_cond);
+	pthread_mutex_unlock(&m->pause_lock);
 	return NULL;
 }
 
@@ -615,8 +696,14 @@ int machine_start(struct machine *m)
 	for (unsigned i = 0; i < m->vcpu_count; i++) {
 		struct machine_vcpu *v = &m->vcpus[i];
 
+		pthread_mutex_lock(&m->pause_lock);
+		m->n_active++;
+		pthread_mutex_unlock(&m->pause_lock);
 		ret = -pthread_create(&v->thread, NULL, vcpu_thread, v);
 		if (ret) {
+			pthread_mutex_lock(&m->pause_lock);
+			m->n_active--;
+			pthread_mutex_unlock(&m->pause_lock);
 			olog_error(MLOG_ID(m), "vCPU %u: thread: %s", i,
 				   strerror(-ret));
 			break;
@@ -653,8 +740,58 @@ void machine_end(struct machine *m, enum machine_end why)
 		kick_vcpus(m);
 	}
 	pthread_mutex_unlock(&m->end_lock);
+	if (first) {
+		/* Parked vCPUs wake up and leave. */
+		pthread_mutex_lock(&m->pause_lock);
+		pthread_cond_broadcast(&m->pause_cond);
+		pthread_mutex_unlock(&m->pause_lock);
+	}
 	if (first && m->exit_fd >= 0)
 		(void)!eventfd_write(m->exit_fd, 1);
+}
+
+int machine_pause(struct machine *m)
+{
+	struct timespec deadline;
+	int ret = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += 10;
+	pthread_mutex_lock(&m->pause_lock);
+	if (end_of(m) != MACHINE_RUNNING) {
+		pthread_mutex_unlock(&m->pause_lock);
+		return -ESHUTDOWN;
+	}
+	__atomic_store_n(&m->pause_requested, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&m->pause_lock);
+	kick_vcpus(m);
+	pthread_mutex_lock(&m->pause_lock);
+	while (m->n_parked < m->n_active && end_of(m) == MACHINE_RUNNING &&
+	       ret == 0)
+		ret = -pthread_cond_timedwait(&m->pause_cond, &m->pause_lock,
+					      &deadline);
+	if (end_of(m) != MACHINE_RUNNING)
+		ret = -ESHUTDOWN;
+	pthread_mutex_unlock(&m->pause_lock);
+	if (ret == -ETIMEDOUT)
+		olog_error(MLOG_ID(m), "pause: a vCPU did not stop in 10 s");
+	if (ret)
+		machine_resume(m);
+	return ret;
+}
+
+int machine_resume(struct machine *m)
+{
+	pthread_mutex_lock(&m->pause_lock);
+	__atomic_store_n(&m->pause_requested, false, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&m->pause_cond);
+	pthread_mutex_unlock(&m->pause_lock);
+	return end_of(m) == MACHINE_RUNNING ? 0 : -ESHUTDOWN;
+}
+
+bool machine_is_paused(struct machine *m)
+{
+	return pause_requested(m);
 }
 
 int machine_wait(struct machine *m, int timeout_ms)
@@ -707,9 +844,14 @@ void machine_destroy(struct machine *m)
 		if (m->regions[i].hva)
 			munmap(m->regions[i].hva, m->regions[i].size);
 	free(m->supported_cpuid);
+	for (unsigned i = 0; i < MACHINE_MAX_REGIONS; i++)
+		free(m->vmm_dirty[i]);
+	ember_close(&m->uffd);
 	ember_close(&m->vm_fd);
 	ember_close(&m->kvm_fd);
 	ember_close(&m->exit_fd);
 	pthread_mutex_destroy(&m->end_lock);
+	pthread_mutex_destroy(&m->pause_lock);
+	pthread_cond_destroy(&m->pause_cond);
 	free(m);
 }

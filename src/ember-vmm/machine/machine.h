@@ -105,6 +105,10 @@ struct machine_dev {
 	void (*teardown)(void *opaque);
 	void *opaque;
 	pthread_mutex_t lock;
+	/* Snapshots (snapshot.c): the device's own state as bytes, and back.
+	 * NULL for a device without state (it is then saved empty). */
+	int (*save)(void *opaque, uint8_t **buf, size_t *len);
+	int (*restore)(void *opaque, const uint8_t *buf, size_t len);
 };
 
 enum machine_cpu_mode {
@@ -173,8 +177,22 @@ struct machine {
 	bool started;
 	uint64_t start_ns;	/* machine_start time (boot timer) */
 
+	/* Pause (kvm.c): vCPU threads park before KVM_RUN while
+	 * pause_requested; machine_pause waits until all active ones have. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	bool pause_requested;
+	unsigned n_active, n_parked;
+	/* Dirty tracking for diff snapshots (snapshot.c): KVM's log covers
+	 * the vCPUs' writes; this bitmap per region, one bit per 4 KiB page,
+	 * covers what the VMM itself writes (virtio rings and buffers). */
+	bool track_dirty_pages;
+	uint64_t *vmm_dirty[MACHINE_MAX_REGIONS];
+	int uffd; /* the userfaultfd of a snapshot loaded with Uffd, or -1 */
+
 	/* Device state the vm.h calls reach. */
 	void *i8042;
+	void *vsock;		/* virtio_vsock.c, for the transport reset */
 	int serial_out_fd;	/* owned by serial.c when not stdout */
 	bool boot_timer;
 };
@@ -225,6 +243,52 @@ void machine_end(struct machine *m, enum machine_end why);
 /* Waits up to timeout_ms for the guest to end. Returns its end reason, or
  * -ETIMEDOUT. */
 int machine_wait(struct machine *m, int timeout_ms);
+
+/* Pause and resume (kvm.c). machine_pause kicks every vCPU out of KVM_RUN
+ * (completing a pending I/O exit) and waits until each is parked; before
+ * machine_start it makes the threads park before their first KVM_RUN.
+ * 0, -ETIMEDOUT (a vCPU did not stop within 10 s), -ESHUTDOWN (ended). */
+int machine_pause(struct machine *m);
+int machine_resume(struct machine *m);
+bool machine_is_paused(struct machine *m);
+/* Sets the snapshot hooks of the device added last. */
+void machine_set_dev_state(struct machine *m,
+			   int (*save)(void *opaque, uint8_t **buf,
+				       size_t *len),
+			   int (*restore)(void *opaque, const uint8_t *buf,
+					  size_t len));
+/* Records that the VMM wrote guest memory [gpa, gpa+len) (for diff
+ * snapshots; a no-op unless dirty pages are tracked). */
+void machine_mark_dirty(struct machine *m, uint64_t gpa, uint64_t len);
+
+/* Snapshots (snapshot.c). The machine must be paused. */
+struct vmstate;
+/* Fills s with the vCPUs, kvmclock, irqchips, PIT and every device. */
+int machine_save_state(struct machine *m, struct vmstate *s, char *err,
+		       size_t errlen);
+/* Writes guest memory to path: full (every non-zero page, the file
+ * sparse and full size) or diff (only pages dirtied since the last
+ * snapshot, at their offsets). Either resets the dirty log. */
+int machine_write_memory(struct machine *m, const char *path, bool diff,
+			 char *err, size_t errlen);
+/* Reads and clears the dirty log (KVM's and the VMM's). */
+int machine_reset_dirty_log(struct machine *m);
+/* Checks s against this machine (vCPUs, memory slots, devices by order,
+ * name and base) without changing anything. */
+int machine_check_state(struct machine *m, const struct vmstate *s,
+			char *err, size_t errlen);
+/* Applies s (checked first) to a machine built with its config and
+ * devices, whose vCPUs never ran. */
+int machine_restore_state(struct machine *m, const struct vmstate *s,
+			  char *err, size_t errlen);
+/* Guest memory from a memory file, mapped private (copy-on-write). */
+int machine_map_memory_file(struct machine *m, const char *path, char *err,
+			    size_t errlen);
+/* Guest memory served by a page server: registers every region with a
+ * new userfaultfd (missing mode, EVENT_REMOVE) and sends the regions and
+ * the fd to the Unix socket at socket_path (Firecracker's handshake). */
+int machine_connect_uffd(struct machine *m, const char *socket_path,
+			 char *err, size_t errlen);
 
 /* Logs a vCPU's registers and the bytes at RIP (after a crash). */
 void machine_dump_vcpu(struct machine *m, unsigned index);

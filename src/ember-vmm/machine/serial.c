@@ -186,6 +186,48 @@ static void serial_teardown(void *opaque)
 	free(s);
 }
 
+/* Snapshot state: the registers (the line level lives in the irqchip). */
+enum { SERIAL_STATE_SIZE = 9 };
+
+static int serial_save(void *opaque, uint8_t **buf, size_t *len)
+{
+	struct serial *s = opaque;
+	uint8_t *b = malloc(SERIAL_STATE_SIZE);
+
+	if (!b)
+		return -ENOMEM;
+	b[0] = s->ier;
+	b[1] = s->lcr;
+	b[2] = s->mcr;
+	b[3] = s->scr;
+	b[4] = s->fcr;
+	b[5] = s->dll;
+	b[6] = s->dlm;
+	b[7] = s->thr_interrupt;
+	b[8] = s->irq_level;
+	*buf = b;
+	*len = SERIAL_STATE_SIZE;
+	return 0;
+}
+
+static int serial_restore(void *opaque, const uint8_t *b, size_t len)
+{
+	struct serial *s = opaque;
+
+	if (len != SERIAL_STATE_SIZE)
+		return -EINVAL;
+	s->ier = b[0];
+	s->lcr = b[1];
+	s->mcr = b[2];
+	s->scr = b[3];
+	s->fcr = b[4];
+	s->dll = b[5];
+	s->dlm = b[6];
+	s->thr_interrupt = b[7];
+	s->irq_level = b[8];
+	return 0;
+}
+
 int serial_setup(struct machine *m, const char *out_path)
 {
 	struct serial *s = calloc(1, sizeof(*s));
@@ -213,5 +255,7 @@ int serial_setup(struct machine *m, const char *out_path)
 				 serial_io, serial_teardown, s);
 	if (ret)
 		serial_teardown(s);
+	else
+		machine_set_dev_state(m, serial_save, serial_restore);
 	return ret;
 }

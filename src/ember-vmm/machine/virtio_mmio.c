@@ -266,6 +266,8 @@ int virtq_pop(struct virtio_mmio *t, struct virtq *q, struct virtq_chain *c)
 		c->bufs[n].hva = machine_gpa_to_hva(t->m, d->addr, d->len);
 		c->bufs[n].len = d->len;
 		c->bufs[n].device_writes = d->flags & VRING_DESC_F_WRITE;
+		if (c->bufs[n].device_writes)
+			machine_mark_dirty(t->m, d->addr, d->len);
 		if (!c->bufs[n].hva) {
 			needs_reset(t, "descriptor outside guest memory");
 			return -EFAULT;
@@ -290,6 +292,9 @@ void virtq_push(struct virtio_mmio *t, struct virtq *q, uint16_t head,
 	e->len = written;
 	__atomic_store_n(&q->used->idx, (uint16_t)(used_idx + 1),
 			 __ATOMIC_RELEASE);
+	machine_mark_dirty(t->m, q->used_gpa,
+			   sizeof(struct vring_used) +
+				   q->num * sizeof(struct vring_used_elem) + 2);
 }
 
 void virtio_mmio_signal_used(struct virtio_mmio *t)
@@ -297,6 +302,107 @@ void virtio_mmio_signal_used(struct virtio_mmio *t)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	t->interrupt_status |= VIRTIO_MMIO_INT_VRING;
 	machine_pulse_irq(t->m, t->irq);
+}
+
+/*
+ * Snapshot state of the transport, then the device's own:
+ *
+ *   u32 device_features_sel, driver_features_sel, queue_sel, status,
+ *       interrupt_status, config_generation; u64 driver_features;
+ *   VIRTIO_MAX_QUEUES x { u16 num, u16 last_avail, u32 ready,
+ *                         u64 desc_gpa, avail_gpa, used_gpa }
+ *   the device's bytes (ops->save), if any
+ */
+#define TRANSPORT_STATE_SIZE (32 + VIRTIO_MAX_QUEUES * 32)
+
+static int virtio_mmio_save(void *opaque, uint8_t **buf, size_t *len)
+{
+	struct virtio_mmio *t = opaque;
+	uint8_t *dev_buf = NULL, *b, *p;
+	size_t dev_len = 0;
+	uint32_t u32s[6] = { t->device_features_sel, t->driver_features_sel,
+			     t->queue_sel, t->status, t->interrupt_status,
+			     t->config_generation };
+	int ret;
+
+	if (t->ops->save) {
+		ret = t->ops->save(t->dev, &dev_buf, &dev_len);
+		if (ret)
+			return ret;
+	}
+	b = malloc(TRANSPORT_STATE_SIZE + dev_len);
+	if (!b) {
+		free(dev_buf);
+		return -ENOMEM;
+	}
+	memcpy(b, u32s, sizeof(u32s));
+	memcpy(b + 24, &t->driver_features, 8);
+	p = b + 32;
+	for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++, p += 32) {
+		const struct virtq *q = &t->queues[i];
+		uint32_t ready = q->ready;
+
+		memcpy(p, &q->num, 2);
+		memcpy(p + 2, &q->last_avail, 2);
+		memcpy(p + 4, &ready, 4);
+		memcpy(p + 8, &q->desc_gpa, 8);
+		memcpy(p + 16, &q->avail_gpa, 8);
+		memcpy(p + 24, &q->used_gpa, 8);
+	}
+	if (dev_len)
+		memcpy(b + TRANSPORT_STATE_SIZE, dev_buf, dev_len);
+	free(dev_buf);
+	*buf = b;
+	*len = TRANSPORT_STATE_SIZE + dev_len;
+	return 0;
+}
+
+static int virtio_mmio_restore(void *opaque, const uint8_t *b, size_t len)
+{
+	struct virtio_mmio *t = opaque;
+	uint32_t u32s[6];
+	const uint8_t *p = b + 32;
+	int ret = 0;
+
+	if (len < TRANSPORT_STATE_SIZE)
+		return -EINVAL;
+	memcpy(u32s, b, sizeof(u32s));
+	t->device_features_sel = u32s[0];
+	t->driver_features_sel = u32s[1];
+	t->queue_sel = u32s[2];
+	t->status = u32s[3];
+	t->interrupt_status = u32s[4];
+	t->config_generation = u32s[5];
+	memcpy(&t->driver_features, b + 24, 8);
+	for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++, p += 32) {
+		struct virtq *q = &t->queues[i];
+		uint16_t last_avail;
+		uint32_t ready;
+
+		memcpy(&q->num, p, 2);
+		memcpy(&last_avail, p + 2, 2);
+		memcpy(&ready, p + 4, 4);
+		memcpy(&q->desc_gpa, p + 8, 8);
+		memcpy(&q->avail_gpa, p + 16, 8);
+		memcpy(&q->used_gpa, p + 24, 8);
+		q->ready = false;
+		if (!ready)
+			continue;
+		if (i >= t->ops->num_queues)
+			return -EINVAL;
+		/* Resolves the ring addresses again (nothing is read). */
+		queue_enable(t, q);
+		if (!q->ready)
+			return -EINVAL;
+		q->last_avail = last_avail;
+	}
+	if (len > TRANSPORT_STATE_SIZE) {
+		if (!t->ops->restore)
+			return -EINVAL;
+		ret = t->ops->restore(t->dev, b + TRANSPORT_STATE_SIZE,
+				      len - TRANSPORT_STATE_SIZE);
+	}
+	return ret;
 }
 
 static void virtio_mmio_teardown(void *opaque)
@@ -331,6 +437,7 @@ int virtio_mmio_add(struct machine *m, const struct virtio_dev_ops *ops,
 		virtio_mmio_teardown(t);
 		return ret;
 	}
+	machine_set_dev_state(m, virtio_mmio_save, virtio_mmio_restore);
 	if (out)
 		*out = t;
 	return 0;

@@ -33,6 +33,10 @@ struct virtio_dev_ops {
 	void (*queue_notify)(void *dev, struct virtio_mmio *t, unsigned q);
 	void (*reset)(void *dev); /* may be NULL */
 	void (*teardown)(void *dev);
+	/* Snapshots: the device's own state beyond the transport's (which
+	 * saves features, status and queues itself). Both may be NULL. */
+	int (*save)(void *dev, uint8_t **buf, size_t *len);
+	int (*restore)(void *dev, const uint8_t *buf, size_t len);
 };
 
 struct virtq {

@@ -17,10 +17,13 @@
 #include "ember/log.h"
 #include "ember/util.h"
 #include "vm.h"
+#include "virtio_vsock.h"
+#include "ember/vmstate.h"
 #include "x86.h"
 
 struct vm {
 	struct machine *m;
+	struct vm_config *cfg; /* what built it, for a snapshot's config */
 };
 
 static int add_serial(struct machine *m, const struct vm_config *cfg,
@@ -78,16 +81,31 @@ static int add_rng(struct machine *m, const struct vm_config *cfg,
 	return cfg->entropy ? virtio_rng_setup(m) : 0;
 }
 
+static int add_vsock(struct machine *m, const struct vm_config *cfg,
+		     char *err, size_t errlen)
+{
+	int ret;
+
+	if (!cfg->vsock.present)
+		return 0;
+	ret = virtio_vsock_setup(m, cfg->vsock.guest_cid, cfg->vsock.uds_path);
+	if (ret == -EINVAL)
+		snprintf(err, errlen, "vsock: guest_cid %u is not within 3..%u",
+			 cfg->vsock.guest_cid, UINT32_MAX - 1);
+	else if (ret)
+		snprintf(err, errlen, "vsock: %s: %s", cfg->vsock.uds_path,
+			 strerror(-ret));
+	return ret;
+}
+
 static int add_unsupported(struct machine *m, const struct vm_config *cfg,
 			char *err, size_t errlen)
 {
-	/* TODO(vmm-machine): virtio-net (tap) and virtio-vsock are later
-	 * issues; they get an entry in the table below. */
+	/* TODO(vmm-machine): virtio-net (tap) is a later issue; it gets an entry
+	 * in the table below. */
 	if (cfg->n_nets)
 		olog_warn(m->id, "network interfaces are not supported yet; "
 				 "%u ignored", cfg->n_nets);
-	if (cfg->vsock.present)
-		olog_warn(m->id, "vsock is not supported yet; ignored");
 	return 0;
 }
 
@@ -103,7 +121,8 @@ static const struct {
 	{ "boot-timer", add_boot_timer },
 	{ "virtio-blk", add_drives },
 	{ "virtio-rng", add_rng },
-	{ "virtio-net, virtio-vsock", add_unsupported },
+	{ "virtio-vsock", add_vsock },
+	{ "virtio-net", add_unsupported },
 };
 
 static int build_cmdline(const struct machine *m, const struct vm_config *cfg,
@@ -192,7 +211,9 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err,
 	}
 	vm = calloc(1, sizeof(*vm));
 	cmdline = malloc(VM_CMDLINE_MAX);
-	if (!vm || !cmdline) {
+	if (vm)
+		vm->cfg = malloc(sizeof(*vm->cfg));
+	if (!vm || !cmdline || !vm->cfg) {
 		ret = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -240,6 +261,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err,
 	}
 	olog_debug(cfg->id, "kernel command line: %s", cmdline);
 	free(cmdline);
+	*vm->cfg = *cfg;
 	*out = vm;
 	return 0;
 fail:
@@ -275,5 +297,217 @@ void vm_destroy(struct vm *vm)
 	if (!vm)
 		return;
 	machine_destroy(vm->m);
+	free(vm->cfg);
 	free(vm);
+}
+
+int vm_pause(struct vm *vm)
+{
+	return machine_pause(vm->m);
+}
+
+int vm_resume(struct vm *vm)
+{
+	return machine_resume(vm->m);
+}
+
+bool vm_is_paused(const struct vm *vm)
+{
+	return machine_is_paused(vm->m);
+}
+
+struct machine *vm_machine(const struct vm *vm)
+{
+	return vm->m;
+}
+
+/* The front end's part of a snapshot's config: what rebuilds the same
+ * devices. */
+static void config_to_vmstate(const struct vm_config *cfg,
+			      struct vmstate_config *c)
+{
+	c->entropy = cfg->entropy;
+	c->n_drives = cfg->n_drives;
+	for (unsigned i = 0; i < cfg->n_drives && i < VMSTATE_MAX_DRIVES; i++) {
+		struct vmstate_drive *d = &c->drives[i];
+
+		snprintf(d->drive_id, sizeof(d->drive_id), "%s",
+			 cfg->drives[i].drive_id);
+		snprintf(d->path, sizeof(d->path), "%s",
+			 cfg->drives[i].path_on_host);
+		d->is_root_device = cfg->drives[i].is_root_device;
+		d->is_read_only = cfg->drives[i].is_read_only;
+	}
+	c->vsock = cfg->vsock.present;
+	c->vsock_cid = cfg->vsock.guest_cid;
+	snprintf(c->vsock_uds_path, sizeof(c->vsock_uds_path), "%s",
+		 cfg->vsock.uds_path);
+}
+
+static void config_from_vmstate(const struct vmstate_config *c,
+				const struct vm_snapshot_load *load,
+				struct vm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->id, sizeof(cfg->id), "%s", load->id);
+	cfg->vcpu_count = c->vcpu_count;
+	cfg->mem_size_mib = c->mem_size >> 20;
+	cfg->smt = c->smt;
+	cfg->track_dirty_pages = load->track_dirty_pages;
+	cfg->entropy = c->entropy;
+	cfg->n_drives = c->n_drives;
+	for (unsigned i = 0; i < c->n_drives && i < VM_MAX_DRIVES; i++) {
+		struct vm_drive *d = &cfg->drives[i];
+
+		snprintf(d->drive_id, sizeof(d->drive_id), "%s",
+			 c->drives[i].drive_id);
+		snprintf(d->path_on_host, sizeof(d->path_on_host), "%s",
+			 c->drives[i].path);
+		d->is_root_device = c->drives[i].is_root_device;
+		d->is_read_only = c->drives[i].is_read_only;
+	}
+	cfg->vsock.present = c->vsock;
+	cfg->vsock.guest_cid = c->vsock_cid;
+	snprintf(cfg->vsock.uds_path, sizeof(cfg->vsock.uds_path), "%s",
+		 load->vsock_uds_path[0] ? load->vsock_uds_path
+					 : c->vsock_uds_path);
+	snprintf(cfg->serial_out_path, sizeof(cfg->serial_out_path), "%s",
+		 load->serial_out_path);
+}
+
+int vm_snapshot_create(struct vm *vm, enum vm_snapshot_type type,
+		       const char *snapshot_path, const char *mem_file_path,
+		       char *err, size_t errlen)
+{
+	struct vmstate *s;
+	int ret;
+
+	if (!machine_is_paused(vm->m)) {
+		snprintf(err, errlen, "the VM must be paused to snapshot it");
+		return -EBUSY;
+	}
+	s = vmstate_new();
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	/* The guest's vsock connections do not survive the move: it hears
+	 * so before its state is taken (the event is in the snapshot). */
+	virtio_vsock_transport_reset(vm->m);
+	ret = machine_save_state(vm->m, s, err, errlen);
+	if (ret)
+		goto out;
+	config_to_vmstate(vm->cfg, &s->config);
+	ret = machine_write_memory(vm->m, mem_file_path,
+				   type == VM_SNAPSHOT_DIFF, err, errlen);
+	if (ret)
+		goto out;
+	ret = vmstate_write_file(snapshot_path, s);
+	if (ret) {
+		snprintf(err, errlen, "snapshot file %s: %s", snapshot_path,
+			 strerror(-ret));
+		olog_error(vm->cfg->id, "writing %s: %s", snapshot_path,
+			   strerror(-ret));
+		goto out;
+	}
+	olog_info(vm->cfg->id, "%s snapshot written to %s (memory %s)",
+		  type == VM_SNAPSHOT_DIFF ? "diff" : "full", snapshot_path,
+		  mem_file_path);
+out:
+	vmstate_free(s);
+	return ret;
+}
+
+int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
+		     char *err, size_t errlen)
+{
+	char why[256], msg[512];
+	struct machine_config mc = { 0 };
+	struct vmstate *s = NULL;
+	struct vm *vm = NULL;
+	int ret;
+
+	*out = NULL;
+	ret = vmstate_read_file(load->snapshot_path, &s, why, sizeof(why));
+	if (ret) {
+		snprintf(err, errlen, "snapshot file %s: %s",
+			 load->snapshot_path, why);
+		return ret == -EBADMSG ? -EINVAL : ret;
+	}
+	vm = calloc(1, sizeof(*vm));
+	if (vm)
+		vm->cfg = malloc(sizeof(*vm->cfg));
+	if (!vm || !vm->cfg) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	config_from_vmstate(&s->config, load, vm->cfg);
+	mc = (struct machine_config){
+		.id = vm->cfg->id,
+		.vcpu_count = s->config.vcpu_count,
+		.mem_size = s->config.mem_size,
+		.smt = s->config.smt,
+		.track_dirty_pages = load->track_dirty_pages,
+		.serial_out_path = vm->cfg->serial_out_path,
+	};
+	ret = machine_create(&mc, &vm->m);
+	if (ret) {
+		snprintf(err, errlen, "cannot create the KVM machine: %s",
+			 strerror(-ret));
+		goto fail;
+	}
+	for (size_t i = 0; i < EMBER_ARRAY_SIZE(device_table); i++) {
+		msg[0] = '\0';
+		ret = device_table[i].add(vm->m, vm->cfg, msg, sizeof(msg));
+		if (ret) {
+			snprintf(err, errlen, "snapshot %s: %s",
+				 load->snapshot_path,
+				 msg[0] ? msg : strerror(-ret));
+			goto fail;
+		}
+	}
+	ret = machine_check_state(vm->m, s, msg, sizeof(msg));
+	if (ret) {
+		snprintf(err, errlen, "snapshot file %s: %s",
+			 load->snapshot_path, msg);
+		goto fail;
+	}
+	if (load->backend == VM_MEM_FILE)
+		ret = machine_map_memory_file(vm->m, load->backend_path, msg,
+					      sizeof(msg));
+	else
+		ret = machine_connect_uffd(vm->m, load->backend_path, msg,
+					   sizeof(msg));
+	if (ret) {
+		snprintf(err, errlen, "%s", msg);
+		goto fail;
+	}
+	ret = machine_restore_state(vm->m, s, msg, sizeof(msg));
+	if (ret) {
+		snprintf(err, errlen, "snapshot file %s: %s",
+			 load->snapshot_path, msg);
+		goto fail;
+	}
+	ret = machine_pause(vm->m);
+	if (!ret)
+		ret = machine_start(vm->m);
+	if (!ret && load->resume_vm)
+		ret = machine_resume(vm->m);
+	if (ret) {
+		snprintf(err, errlen, "cannot start the vCPUs: %s",
+			 strerror(-ret));
+		goto fail;
+	}
+	olog_info(vm->cfg->id, "snapshot %s loaded (%s backend %s)%s",
+		  load->snapshot_path,
+		  load->backend == VM_MEM_FILE ? "File" : "Uffd",
+		  load->backend_path, load->resume_vm ? ", running" : "");
+	vmstate_free(s);
+	*out = vm;
+	return 0;
+fail:
+	vmstate_free(s);
+	vm_destroy(vm);
+	return ret;
 }

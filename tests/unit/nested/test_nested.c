@@ -9,11 +9,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PARSE(a, err, ...)                                                    \
-	({                                                                    \
-		char *const v_[] = { "ember-nested", __VA_ARGS__, NULL };     \
-		nested_parse_args((int)(sizeof(v_) / sizeof(v_[0])) - 1, v_,  \
-				  (a), (err), sizeof(err));                   \
+#define PARSE(a, err, ...)                                                     \
+	({                                                                     \
+		static char *const v_[] = {"ember-nested", __VA_ARGS__, NULL}; \
+		nested_parse_args((int)(sizeof(v_) / sizeof(v_[0])) - 1, v_,   \
+				  (a), (err), sizeof(err));                    \
 	})
 
 static void test_args(void)
@@ -35,7 +35,8 @@ static void test_args(void)
 	      a.forwards[0].guest_port == 80 &&
 	      a.forwards[1].host_port == 9000 &&
 	      a.forwards[1].guest_port == 9001);
-	CHECK(a.smp == 4 && a.memory_mb == 2048 && a.scratch_bytes == 1ull << 30);
+	CHECK(a.smp == 4 && a.memory_mb == 2048 &&
+	      a.scratch_bytes == 1ull << 30);
 	CHECK(a.n_qemu_args == 1 && strcmp(a.qemu_args[0], "-d") == 0);
 
 	/* Defaults. */
@@ -70,20 +71,20 @@ static void test_args(void)
 	CHECK(PARSE(&a, err, "exec", "--smp", "2", "--", "x") == -EINVAL);
 
 	CHECK(PARSE(&a, err, "run", "--forward", "1:2", "--env", "A=B", "--",
-		    "true") == 0 && a.cmd == NESTED_CMD_RUN &&
-	      a.n_forwards == 1 && a.n_env == 1 && a.argc == 1);
-	CHECK(PARSE(&a, err, "serve", "--port", "7022") == 0 &&
-	      a.port == 7022);
+		    "true") == 0 &&
+	      a.cmd == NESTED_CMD_RUN && a.n_forwards == 1 && a.n_env == 1 &&
+	      a.argc == 1);
+	CHECK(PARSE(&a, err, "serve", "--port", "7022") == 0 && a.port == 7022);
 	CHECK(PARSE(&a, err, "serve", "--port", "0") == -EINVAL);
 }
 
 static const char cpu_plain[] =
-	"processor\t: 0\nvendor_id\t: AuthenticAMD\n"
-	"flags\t\t: fpu vme de pse tsc msr hypervisor lahf_lm svm_lock\n"
-	"bugs\t\t: sysret_ss_attrs\n";
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\n"
+    "flags\t\t: fpu vme de pse tsc msr hypervisor lahf_lm svm_lock\n"
+    "bugs\t\t: sysret_ss_attrs\n";
 static const char cpu_svm[] =
-	"processor\t: 0\nflags\t\t: fpu vme svm npt\n\nprocessor\t: 1\n"
-	"flags\t\t: fpu vme svm npt\n";
+    "processor\t: 0\nflags\t\t: fpu vme svm npt\n\nprocessor\t: 1\n"
+    "flags\t\t: fpu vme svm npt\n";
 static const char cpu_vmx[] = "flags\t\t: fpu vmx ept\n";
 
 static void test_decide(void)

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# e2e: PauseSandbox and ResumeSandbox through ember-agent, inside the shared
+# nested host (tests/e2e/lib.sh's in_host).
+#
+#   pause_resume.sh EMBER-AGENT EMBER-VMM EMBER-UFFD ARTIFACTS-DIR
+#
+# Create a sandbox, write a file, start a background process; pause (full
+# snapshot: the VMM is gone, exec is refused); two resumes at once (one
+# wins, the other gets a conflict); the file and the process are still
+# there and the guest answers with its new token; pause again (a diff) and
+# resume again; destroy, and nothing is left (VMM, page server, files).
+# Exit 0: passed; 77: skipped; 1: failed.
+set -uo pipefail
+. "$(dirname "$0")/../lib.sh"
+
+AGENT=$1 VMM=$2 UFFD=$3 ART=$4
+ROOTFS=${EMBER_AGENT_ROOTFS:-$ART/rootfs.ext4}
+
+if [ "${5:-}" != --inner ]; then
+	for f in "$AGENT" "$VMM" "$UFFD" "$ART/vmlinux" "$ROOTFS"; do
+		[ -r "$f" ] || skip "$f is missing"
+	done
+	if command -v debugfs >/dev/null &&
+	   ! debugfs -R 'stat /sbin/ember-init' "$ROOTFS" 2>/dev/null | grep -q Inode; then
+		skip "$ROOTFS has no /sbin/ember-init (build ember-init before the rootfs)"
+	fi
+	in_host /bin/bash "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" \
+		"$AGENT" "$VMM" "$UFFD" "$ART" --inner
+	exit $?
+fi
+
+[ -c /dev/kvm ] || skip "no /dev/kvm here"
+failures=0
+pass() { echo "PASS: $*"; }
+bad() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+T=$(host_scratch agent-pause)
+RUN=$(mktemp -d /run/ember-e2e-agent.XXXXXX)
+"$AGENT" --listen 127.0.0.1:0 --port-file "$T/port" --state-dir "$T/state" \
+	--run-dir "$RUN" --vmm-bin "$VMM" --uffd-bin "$UFFD" \
+	--kernel "$ART/vmlinux" --rootfs "$ROOTFS" \
+	--boot-timeout ${EMBER_AGENT_BOOT_TIMEOUT:-240} 2>"$T/agent.log" &
+apid=$!
+cleanup() {
+	kill "$apid" 2>/dev/null
+	wait "$apid" 2>/dev/null
+	rm -rf "$RUN"
+}
+trap 'cleanup; _scratch_cleanup' EXIT
+for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.1; done
+[ -s "$T/port" ] || { cat "$T/agent.log"; fail "the agent did not start"; }
+U="http://127.0.0.1:$(cat "$T/port")/ember.hostagent.v1.HostAgent"
+
+rpc() { # METHOD JSON [OUT] -> body in OUT (default $T/out), prints the status
+	curl -sS --max-time 300 -H 'Content-Type: application/json' \
+	     -o "${3:-$T/out}" -w '%{http_code}' -d "$2" "$U/$1"
+}
+# exec ID ARGV-JSON: the Connect stream of an Exec, one JSON object a line
+# in $T/exec.
+exec_rpc() {
+	local body="{\"sandboxId\":\"$1\",\"argv\":$2}"
+	printf '00%08x' "${#body}" | xxd -r -p >"$T/req"
+	printf '%s' "$body" >>"$T/req"
+	curl -sS --max-time 120 -H 'Content-Type: application/connect+json' \
+	     --data-binary @"$T/req" -o "$T/stream" "$U/Exec" || return 1
+	/usr/bin/python3 - "$T/stream" >"$T/exec" <<'PY'
+import sys, json, base64
+b = open(sys.argv[1], 'rb').read()
+while b:
+    flags, n = b[0], int.from_bytes(b[1:5], 'big')
+    m = json.loads(b[5:5 + n]); b = b[5 + n:]
+    for k in ('stdoutData', 'stderrData'):
+        if k in m: m[k] = base64.b64decode(m[k]).decode()
+    m['_end'] = bool(flags & 2)
+    print(json.dumps(m))
+PY
+}
+field() { # FILE PY-EXPR-ON-j
+	/usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+dump_logs() {
+	echo "--- agent log"; tail -n 40 "$T/agent.log"
+	for f in vmm.log uffd.log console.log; do
+		echo "--- $f"; tail -n 20 "$T/state/sandboxes/$ID/$f" 2>/dev/null
+	done
+}
+
+ID=e2e-pause-1
+s=$(rpc CreateSandbox "{\"sandboxId\":\"$ID\",\"vcpus\":1,\"memoryMib\":128}")
+[ "$s" = 200 ] || { bad "CreateSandbox answered $s: $(cat "$T/out")"; dump_logs; exit 1; }
+pass "CreateSandbox"
+vmm1=$(field "$T/out" 'j["sandbox"]["vmmPid"]')
+
+content=$(printf 'kept across pause\n' | base64 -w0)
+s=$(rpc WriteFile "{\"sandboxId\":\"$ID\",\"path\":\"/root/state.txt\",\"content\":\"$content\"}")
+[ "$s" = 200 ] && pass "WriteFile" || bad "WriteFile answered $s: $(cat "$T/out")"
+exec_rpc "$ID" '["sh","-c","setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $!"]' || bad "Exec failed"
+bgpid=$(grep -o '"stdoutData": "[0-9]*' "$T/exec" | grep -o '[0-9]*$')
+[ -n "$bgpid" ] && pass "background process started, guest pid $bgpid" ||
+	bad "no background pid: $(cat "$T/exec")"
+
+s=$(rpc PauseSandbox "{\"sandboxId\":\"$ID\"}")
+if [ "$s" = 200 ]; then
+	pass "PauseSandbox (full): $(cat "$T/out")"
+else
+	bad "PauseSandbox answered $s: $(cat "$T/out")"; dump_logs; exit 1
+fi
+kill -0 "$vmm1" 2>/dev/null && bad "the VMM (pid $vmm1) still runs while paused" ||
+	pass "no VMM while paused"
+s=$(rpc ReadFile "{\"sandboxId\":\"$ID\",\"path\":\"/root/state.txt\"}")
+[ "$s" = 400 ] && grep -q failed_precondition "$T/out" &&
+	pass "ReadFile while paused: 400 failed_precondition" ||
+	bad "ReadFile while paused answered $s: $(cat "$T/out")"
+s=$(rpc PauseSandbox "{\"sandboxId\":\"$ID\"}")
+[ "$s" = 400 ] && pass "a second PauseSandbox of a paused sandbox: 400" ||
+	bad "a second PauseSandbox answered $s: $(cat "$T/out")"
+
+# Two resumes at once: one resumes, the other is told another is in flight.
+rpc ResumeSandbox "{\"sandboxId\":\"$ID\"}" "$T/r1" >"$T/s1" &
+p1=$!
+sleep 0.3
+rpc ResumeSandbox "{\"sandboxId\":\"$ID\"}" "$T/r2" >"$T/s2" &
+p2=$!
+wait $p1 $p2
+s1=$(cat "$T/s1") s2=$(cat "$T/s2")
+if [ "$s1" = 200 ] && [ "$s2" = 409 ] && grep -q aborted "$T/r2"; then
+	pass "ResumeSandbox: $(cat "$T/r1"); the one in parallel: 409 aborted"
+elif [ "$s2" = 200 ] && [ "$s1" = 409 ]; then
+	pass "ResumeSandbox: $(cat "$T/r2"); the one in parallel: 409 aborted"
+else
+	bad "two ResumeSandbox answered $s1 ($(cat "$T/r1")) and $s2 ($(cat "$T/r2"))"
+	dump_logs; exit 1
+fi
+
+check_state() { # WHEN
+	s=$(rpc ReadFile "{\"sandboxId\":\"$ID\",\"path\":\"/root/state.txt\"}")
+	[ "$s" = 200 ] && grep -q "\"content\":\"$content\"" "$T/out" &&
+		pass "$1: the file is still there" || bad "$1: ReadFile answered $s: $(cat "$T/out")"
+	if exec_rpc "$ID" "[\"sh\",\"-c\",\"kill -0 $bgpid && echo alive; hostname\"]"; then
+		grep -q '"stdoutData": "alive' "$T/exec" && grep -q "$ID" "$T/exec" &&
+			pass "$1: the background process $bgpid is alive, hostname $ID" ||
+			bad "$1: exec: $(cat "$T/exec")"
+	else
+		bad "$1: Exec failed"
+	fi
+}
+check_state "after the first resume"
+
+s=$(rpc PauseSandbox "{\"sandboxId\":\"$ID\"}")
+[ "$s" = 200 ] && [ "$(field "$T/out" 'j.get("generation", 0)')" = 1 ] &&
+	pass "PauseSandbox (diff): $(cat "$T/out")" ||
+	{ bad "second PauseSandbox answered $s: $(cat "$T/out")"; dump_logs; exit 1; }
+s=$(rpc ResumeSandbox "{\"sandboxId\":\"$ID\"}")
+[ "$s" = 200 ] && pass "second ResumeSandbox: $(cat "$T/out")" ||
+	{ bad "second ResumeSandbox answered $s: $(cat "$T/out")"; dump_logs; exit 1; }
+vmm3=$(field "$T/out" 'j["sandbox"]["vmmPid"]')
+check_state "after the second resume"
+
+s=$(rpc DestroySandbox "{\"sandboxId\":\"$ID\"}")
+[ "$s" = 200 ] && pass "DestroySandbox" || bad "DestroySandbox answered $s: $(cat "$T/out")"
+left=""
+kill -0 "$vmm3" 2>/dev/null && left="$left VMM-pid-$vmm3"
+[ -e "$T/state/sandboxes/$ID" ] && left="$left $T/state/sandboxes/$ID"
+[ -e "$RUN/vms/$ID" ] && left="$left $RUN/vms/$ID"
+pgrep -f "ember-vmm.*--id $ID" >/dev/null && left="$left a-VMM-process"
+pgrep -f "ember-uffd.*--id $ID" >/dev/null && left="$left a-page-server"
+[ -z "$left" ] && pass "nothing of the sandbox is left" || bad "left behind:$left"
+
+if [ "$failures" -ne 0 ]; then dump_logs; fi
+echo "$failures failed"
+[ "$failures" -eq 0 ]
