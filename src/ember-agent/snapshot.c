@@ -385,34 +385,56 @@ static int reidentify(struct agent *a, const struct sandbox *s,
 		agent_err_set(e, "getrandom: %s", strerror(errno));
 		return -EIO;
 	}
-	/* The guest's vsock transport was reset by the snapshot; the first
-	 * connection may need a few tries. */
-	do {
-		r = ember_agent_connect_vsock(vsock, EMBER_AGENT_VSOCK_PORT,
-					      s->token, 5000, &g);
-		if (r == 0)
-			break;
-		sleep_ms(200);
-	} while (ember_now_ns() < end);
-	if (r < 0) {
-		agent_err_set(e, "cannot reach the restored guest agent: %s",
-			      strerror(-r));
-		return r;
-	}
 	struct ember_agent_identity ident = {
-		.realtime_ns = ember_realtime_ns(),
 		.entropy = seed,
 		.entropy_len = sizeof(seed),
 		.hostname = s->id,
 		.sandbox_id = s->id,
 		.new_token = new_token,
 	};
-	r = ember_agent_reidentify(g, &ident);
-	if (r < 0)
-		agent_err_set(e, "re-identifying the guest: %s",
-			      ember_agent_last_error(g));
-	ember_agent_close(g);
-	return r;
+	/* The snapshot reset the guest's vsock transport; the guest handles
+	 * that event once it runs, which may cut a connection made just
+	 * before. So: connect, check health, re-identify; on a cut
+	 * connection try again. If an earlier try got through but its answer
+	 * was lost, the new token is the one that works. */
+	do {
+		struct ember_agent_health h;
+		const char *tokens[] = { s->token, new_token };
+		size_t i;
+
+		for (i = 0; i < 2; i++) {
+			r = ember_agent_connect_vsock(vsock, EMBER_AGENT_VSOCK_PORT,
+						      tokens[i], 5000, &g);
+			if (r < 0)
+				break;
+			r = ember_agent_health(g, &h);
+			if (r == 0)
+				break;
+			agent_err_set(e, "guest agent: %s",
+				      ember_agent_last_error(g));
+			ember_agent_close(g);
+			g = NULL;
+		}
+		if (g && r == 0) {
+			/* i == 1: an earlier try got through. */
+			if (i == 0) {
+				ident.realtime_ns = ember_realtime_ns();
+				r = ember_agent_reidentify(g, &ident);
+				if (r < 0)
+					agent_err_set(e, "re-identifying the guest: %s",
+						      ember_agent_last_error(g));
+			}
+			ember_agent_close(g);
+			g = NULL;
+			if (r == 0)
+				return 0;
+		}
+		sleep_ms(200);
+	} while (ember_now_ns() < end);
+	if (!e->msg[0])
+		agent_err_set(e, "cannot reach the restored guest agent: %s",
+			      strerror(-r));
+	return r < 0 ? r : -ETIMEDOUT;
 }
 
 int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,

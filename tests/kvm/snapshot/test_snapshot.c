@@ -299,6 +299,13 @@ static int interrupted(bool diff, unsigned cycles, struct result *r)
 		return ret;
 	}
 	ret = vm_start(vm);
+	/* The first snapshot comes after the guest's first step (its "a"),
+	 * the rest wherever the pauses fall. */
+	for (int waited = 0; !ret && !serial_has(serial, "a"); waited += 5) {
+		if (waited > DONE_TIMEOUT_MS)
+			ret = -ETIMEDOUT;
+		sleep_ms(5);
+	}
 	for (unsigned c = 0; c < cycles && !ret; c++) {
 		bool this_diff = diff && have_hdr;
 		bool use_uffd = c % 2 == 1;
@@ -334,11 +341,16 @@ static int interrupted(bool diff, unsigned cycles, struct result *r)
 						     SEEK_DATA)
 					     : -1;
 
-			CHECK(data >= 0xd0200000LL &&
-			      data < 0xd0200000LL + 300 * 4096);
-			CHECK(data >= 0 &&
-			      ember_pread_full(fd, &word, 8, data) == 8);
-			CHECK(word != 0);
+			/* Cycle 0 (full) follows the guest's first step,
+			 * which wrote there; a diff may hold no such page. */
+			CHECK(c > 0 || data >= 0);
+			if (data >= 0) {
+				CHECK(data >= 0xd0200000LL &&
+				      data < 0xd0200000LL + 300 * 4096);
+				CHECK(ember_pread_full(fd, &word, 8, data) ==
+				      8);
+				CHECK(word != 0);
+			}
 			if (fd >= 0)
 				close(fd);
 		}
