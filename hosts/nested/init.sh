@@ -3,9 +3,10 @@
 #
 # Loads the modules listed in /modules (in dependency order, resolved by
 # build.sh), mounts the outer machine's root read-only over 9p (mount tag
-# hostroot) as the inner host's root, a tmpfs on /tmp and /run, the scratch
-# disk (/dev/vda, ext4) on /run/ember-nested/scratch with /var overlaid on
-# it (so /var/lib/ember is writable and on the scratch disk), sets up the
+# hostroot) as the inner host's root, a tmpfs on /run, the scratch disk
+# (/dev/vda, ext4) on /run/ember-nested/scratch with /var and /tmp overlaid
+# on it (so /var/lib/ember is writable and on the scratch disk, and /tmp
+# shows the outer /tmp plus what the inner host writes), sets up the
 # network (10.0.2.15/24 via 10.0.2.2) and switches root to
 # `ember-nested serve`, the command server the launcher talks to.
 #
@@ -53,12 +54,11 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=${cache:-loos
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs $new/run || fail "tmpfs on /run"
 state=$new/run/ember-nested
 mkdir -p $state/scratch
-# The server may live under the outer /tmp, which the tmpfs below hides: run
-# a copy from /run.
+# Run a copy of the server from /run: the outer file may change while the
+# host is up.
 serve=$(arg ember.serve)
 [ -n "$serve" ] && [ -x "$new$serve" ] || fail "ember.serve=$serve: not an executable in the outer root"
 cp "$new$serve" $state/ember-nested || fail "cannot copy $serve"
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $new/tmp || fail "tmpfs on /tmp"
 mount --move /dev $new/dev || fail "moving /dev"
 mkdir -p $new/dev/pts $new/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $new/dev/pts
@@ -75,8 +75,16 @@ if [ -b $new/dev/vda ]; then
 		overlay $new/var || say "warning: /var stays read-only (overlay failed)"
 	mkdir -p $new/var/lib/ember $new/var/tmp
 	chmod 1777 $new/var/tmp
+	# /tmp shows the outer /tmp (a checkout or build folder may live there,
+	# as CI's clones do) with writes going to the scratch disk.
+	mkdir -p $state/scratch/tmp.upper $state/scratch/tmp.work
+	chmod 1777 $state/scratch/tmp.upper
+	mount -t overlay -o lowerdir=$new/tmp,upperdir=$state/scratch/tmp.upper,workdir=$state/scratch/tmp.work \
+		overlay $new/tmp || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $new/tmp ||
+		fail "no writable /tmp"
 else
 	say "warning: no scratch disk; /var stays read-only"
+	mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $new/tmp || fail "tmpfs on /tmp"
 fi
 
 ip link set lo up
