@@ -1,54 +1,238 @@
 #!/usr/bin/env bash
-# Ember's demo, for now: a real Linux guest boots with QEMU microvm and runs
-# a command. On a machine without real virtualization (see ENVIRONMENT.md)
-# the guest runs inside the nested host, which this script starts and stops.
-# Each step prints how long it took. A later issue replaces this with the
-# full demo (emberd, sandboxes, pause and resume).
+# make demo: Ember's main job, end to end, through the `ember` CLI.
 #
-# Usage: scripts/demo.sh      (after `make build`; `make demo` does both)
-set -euo pipefail
+# Starts emberd (SQLite) here and one ember-agent where Linux guests run
+# (inside the nested host on machines without hardware virtualization,
+# directly otherwise), then:
+#   1. creates a sandbox from the base template and runs a command in it;
+#   2. writes a file into it and starts a background process;
+#   3. pauses it (bytes written, memory freed) and resumes it (memory served
+#      lazily by the page server); the file and the process are still there;
+#   4. makes a snapshot template of it and spawns three sandboxes from it,
+#      each with the file and the process, its own hostname and random
+#      bytes, and the template's vCPUs and memory;
+#   5. destroys everything and shows that nothing of the demo is left;
+#   6. prints the time of every step.
+# Exits non-zero if any step fails. Work files: $EMBER_DEMO_DIR (default a
+# new folder under /var/tmp), removed at the end unless EMBER_DEMO_KEEP=1.
+set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-nested=$root/build/hosts/nested/ember-nested
-export EMBER_ARTIFACTS=$root/build/artifacts
-state=/tmp/ember-demo-$$
+build=$root/build
+art=$build/artifacts
+nested=$build/hosts/nested/ember-nested
+ember=$build/src/ember/ember
+emberd=$build/src/emberd/emberd
+agent=$build/src/ember-agent/ember-agent
 
-now() { date +%s%N; }
-step() { step_name=$1; step_t0=$(now); echo; echo "==> $1"; }
-done_step() { echo "    ok: $step_name ($(( ($(now) - step_t0) / 1000000 )) ms)"; }
-die() { echo "demo: FAILED at '$step_name': $*" >&2; exit 1; }
+bold=$(tput bold 2>/dev/null || true) plain=$(tput sgr0 2>/dev/null || true)
+say() { printf '%s\n' "$*"; }
+fail() { printf '\n%sdemo failed:%s %s\n' "$bold" "$plain" "$*" >&2; exit 1; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
-step "check the build (guest kernel, base image, nested host launcher)"
-for f in "$EMBER_ARTIFACTS/bzImage" "$EMBER_ARTIFACTS/rootfs.ext4" "$nested"; do
-	[ -e "$f" ] || die "$f is missing: run make build"
+for f in "$nested" "$ember" "$emberd" "$agent" "$art/vmlinux" "$art/rootfs.ext4"; do
+	[ -e "$f" ] || fail "$f is missing: run 'make build' first"
 done
-done_step
 
-step "does this machine need the nested host?"
-answer=$("$nested" need)
-echo "    $answer"
-done_step
+work=${EMBER_DEMO_DIR:-$(mktemp -d /var/tmp/ember-demo.XXXXXX)}
+mkdir -p "$work"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+api_port=$(free_port)
+agent_port=$(free_port)
+nstate=$work/nested
+agent_state=/var/lib/ember/demo-$$
+agent_run=/run/ember-demo-$$
+pids=()
+use_nested=0
 
-in_host() { "$@"; }
-if [ "${answer%%:*}" = yes ]; then
-	step "start the nested host (QEMU TCG with AMD SVM; KVM inside it)"
-	trap '"$nested" stop --quiet --state-dir "$state"; rm -rf "$state"' EXIT
-	"$nested" start --state-dir "$state" || die "see $state/console.log"
-	in_host() { "$nested" exec -n --state-dir "$state" --env "EMBER_ARTIFACTS=$EMBER_ARTIFACTS" -- "$@"; }
-	done_step
+# host_sh CMD: a shell command where the agent and the guests run.
+host_sh() {
+	if [ "$use_nested" = 1 ]; then
+		"$nested" exec --state-dir "$nstate" -- sh -c "$1"
+	else
+		sh -c "$1"
+	fi
+}
 
-	step "the nested host's KVM"
-	in_host sh -c 'uname -sr; ls -l /dev/kvm' | sed 's/^/    /'
-	done_step
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+	if [ "$use_nested" = 1 ]; then
+		"$nested" stop --quiet --state-dir "$nstate" 2>/dev/null
+	elif [ -d "$agent_state" ]; then
+		rm -rf "$agent_state" "$agent_run"
+	fi
+	[ "${EMBER_DEMO_KEEP:-0}" = 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Step bookkeeping: step "title" starts one, done_step ends it.
+names=() times=()
+step_t0=0
+step() {
+	step_t0=$(now_ms)
+	printf '\n%s== %s%s\n' "$bold" "$1" "$plain"
+	names+=("$1")
+}
+done_step() {
+	local dt=$(( $(now_ms) - step_t0 ))
+	times+=("$dt")
+	printf '   (%d.%03d s)\n' $((dt / 1000)) $((dt % 1000))
+}
+# run CMD...: shows a command, then runs it; its failure ends the demo.
+run() {
+	printf '   $ %s\n' "$*"
+	"$@" 2>"$work/last.err" | sed 's/^/     /'
+	local rc=${PIPESTATUS[0]}
+	[ "$rc" = 0 ] || { sed 's/^/     /' "$work/last.err" >&2; fail "'$*' exited $rc"; }
+}
+# capture VAR CMD...: like run, keeping stdout in VAR.
+capture() {
+	local var=$1 out rc
+	shift
+	printf '   $ %s\n' "$*"
+	out=$("$@" 2>"$work/last.err")
+	rc=$?
+	[ "$rc" = 0 ] || { sed 's/^/     /' "$work/last.err" >&2; fail "'$*' exited $rc"; }
+	printf -v "$var" '%s' "$out"
+}
+jget() { python3 -c 'import json,sys; d=json.load(sys.stdin)
+for k in sys.argv[1].split("."): d=d[k] if not k.isdigit() else d[int(k)]
+print(d)' "$1"; }
+
+step "Start Ember: emberd (SQLite) and one ember-agent"
+if "$nested" need | grep -q '^yes'; then
+	use_nested=1
+	say "   This machine cannot run Linux guests with its own KVM at a useful speed,"
+	say "   so the agent runs inside a nested host (QEMU with emulated AMD SVM)."
+	say "   Starting it takes about half a minute."
+	"$nested" start --state-dir "$nstate" --forward "$agent_port:7070" >/dev/null ||
+		fail "the nested host did not start; see $nstate/console.log"
+	"$nested" exec --state-dir "$nstate" -- "$agent" --listen 0.0.0.0:7070 \
+		--state-dir "$agent_state" --run-dir "$agent_run" \
+		--kernel "$art/vmlinux" --rootfs "$art/rootfs.ext4" \
+		>"$work/agent.log" 2>&1 &
+	pids+=($!)
+else
+	say "   This machine has hardware virtualization: the agent runs directly."
+	"$agent" --listen "127.0.0.1:$agent_port" --state-dir "$agent_state" \
+		--run-dir "$agent_run" --kernel "$art/vmlinux" \
+		--rootfs "$art/rootfs.ext4" >"$work/agent.log" 2>&1 &
+	pids+=($!)
 fi
-
-step "boot a guest with QEMU microvm and run a command in it"
-# The command runs as soon as the guest's init is up; /proc/uptime then
-# says how long the guest took from kernel start to init.
-in_host "$root/hosts/nested/boot-guest.sh" -- \
-	'echo "guest uptime at init: $(cut -d" " -f1 /proc/uptime) s"; uname -a; echo "hello from the guest"' |
-	sed 's/^/    /'
-[ "${PIPESTATUS[0]}" = 0 ] || die "the guest did not run the command"
+agent_url=http://127.0.0.1:$agent_port
+for _ in $(seq 120); do
+	curl -sf -H 'Content-Type: application/json' -d '{}' \
+		"$agent_url/ember.hostagent.v1.HostAgent/GetHostInfo" >/dev/null && break
+	sleep 0.5
+done
+curl -sf -H 'Content-Type: application/json' -d '{}' \
+	"$agent_url/ember.hostagent.v1.HostAgent/GetHostInfo" >/dev/null ||
+	{ tail -20 "$work/agent.log" >&2; fail "ember-agent did not answer at $agent_url"; }
+db=$work/emberd.db
+key=$("$emberd" keys create --name demo --db "$db") || fail "emberd keys create failed"
+"$emberd" --db "$db" --listen "127.0.0.1:$api_port" --agent "$agent_url" \
+	--kernel "$art/vmlinux" --rootfs "$art/rootfs.ext4" \
+	--default-vcpus 1 --default-memory 256M >"$work/emberd.log" 2>&1 &
+pids+=($!)
+export EMBER_API_URL=http://127.0.0.1:$api_port EMBER_API_KEY=$key
+for _ in $(seq 100); do
+	curl -sf "$EMBER_API_URL/healthz" >/dev/null && break
+	sleep 0.1
+done
+curl -sf "$EMBER_API_URL/healthz" >/dev/null || { tail -20 "$work/emberd.log" >&2; fail "emberd did not start"; }
+for _ in $(seq 60); do
+	"$ember" --json host list 2>/dev/null | grep -q '"up"' && break
+	sleep 0.5
+done
+say "   emberd: $EMBER_API_URL (API key in \$EMBER_API_KEY); agent: $agent_url"
+run "$ember" host list
 done_step
 
-echo
-echo "demo: all steps passed"
+step "1. Create a sandbox from the base template and run a command in it"
+capture sb "$ember" sandbox create --template base --vcpus 1 --memory 256M
+say "     sandbox id: $sb"
+run "$ember" sandbox exec "$sb" -- sh -c 'echo "hello from $(hostname)"; uname -sr; nproc'
+done_step
+
+step "2. Write a file and start a background process"
+printf 'written by the Ember demo at %s\n' "$(date -u +%FT%TZ)" >"$work/note.txt"
+run "$ember" sandbox cp "$work/note.txt" "$sb:/root/note.txt"
+run "$ember" sandbox exec "$sb" -- sh -c \
+	'setsid sh -c "i=0; while :; do i=\$((i+1)); echo \$i > /root/ticks; sleep 1; done" </dev/null >/dev/null 2>&1 & echo "background counter started, pid $!"'
+sleep 2
+run "$ember" sandbox exec "$sb" -- cat /root/ticks
+done_step
+
+step "3. Pause the sandbox (frozen to disk, memory freed), then resume it"
+capture vmm_rss host_sh "for p in \$(pgrep -x ember-vmm); do grep -q '$sb' /proc/\$p/cmdline && awk '/VmRSS/ {print \$2}' /proc/\$p/status; done | head -1"
+capture pause_json "$ember" --json sandbox pause "$sb"
+say "$pause_json" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+p = d.get("pause") or {}
+print("     state:", d.get("state"), "| generation", p.get("generation"),
+      "| memory written: %.1f MiB" % (p.get("memory_bytes_written", 0) / 1048576),
+      "| disk: %.0f MiB" % (p.get("disk_bytes", 0) / 1048576))
+'
+[ -n "$vmm_rss" ] && say "     memory freed: $((vmm_rss / 1024)) MiB (the VMM's resident memory before the pause; no VMM runs now)"
+capture left host_sh "n=0; for p in \$(pgrep -x ember-vmm); do grep -q '$sb' /proc/\$p/cmdline && n=\$((n+1)); done; echo \$n"
+[ "$left" = 0 ] || fail "a VMM of $sb still runs while paused"
+run "$ember" sandbox resume "$sb"
+run "$ember" sandbox exec "$sb" -- cat /root/note.txt
+run "$ember" sandbox exec "$sb" -- sh -c 'a=$(cat /root/ticks); sleep 2; b=$(cat /root/ticks); echo "counter: $a, two seconds later $b"; [ "$b" -gt "$a" ]'
+done_step
+
+step "4. Make a snapshot template and spawn three sandboxes from it"
+run "$ember" snapshot create "$sb" demo-template
+run "$ember" snapshot get demo-template
+clones=()
+for i in 1 2 3; do
+	capture c "$ember" sandbox create --template demo-template
+	clones+=("$c")
+	say "     clone $i: $c"
+done
+seen_hosts="" seen_rand=""
+for c in "${clones[@]}"; do
+	capture out "$ember" sandbox exec "$c" -- sh -c \
+		'echo "hostname=$(hostname) vcpus=$(nproc) mem_kib=$(awk "/MemTotal/ {print \$2}" /proc/meminfo) random=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d " \n") file=$(cat /root/note.txt | wc -c)B counter=$(cat /root/ticks)"; sleep 1.5; cat /root/ticks'
+	say "     $c: $(echo "$out" | head -1) then $(echo "$out" | tail -1)"
+	h=$(echo "$out" | sed -n 's/.*hostname=\([^ ]*\).*/\1/p')
+	r=$(echo "$out" | sed -n 's/.*random=\([^ ]*\).*/\1/p')
+	case " $seen_hosts " in *" $h "*) fail "two clones share the hostname $h" ;; esac
+	case " $seen_rand " in *" $r "*) fail "two clones gave the same random bytes $r" ;; esac
+	seen_hosts="$seen_hosts $h" seen_rand="$seen_rand $r"
+	echo "$out" | grep -q 'file=[1-9]' || fail "clone $c lacks /root/note.txt"
+	a=$(echo "$out" | sed -n 's/.*counter=\([0-9]*\).*/\1/p'); b=$(echo "$out" | tail -1)
+	[ "${b:-0}" -gt "${a:-0}" ] || fail "the background counter does not run in clone $c"
+done
+say "     every clone has the file and the running counter, its own hostname and random bytes"
+run "$ember" sandbox list
+done_step
+
+step "5. Destroy everything and check that nothing is left"
+for c in "$sb" "${clones[@]}"; do
+	run "$ember" -q sandbox kill "$c"
+done
+run "$ember" snapshot delete demo-template
+capture leftover host_sh "
+n=0
+for p in \$(pgrep -x ember-vmm) \$(pgrep -x ember-uffd); do echo \"process left: \$p\"; n=1; done
+for d in $agent_state/sandboxes $agent_state/templates $agent_run/vms; do
+	[ -d \$d ] && [ -n \"\$(ls -A \$d)\" ] && { echo \"files left in \$d: \$(ls \$d)\"; n=1; }
+done
+grep -q ' $agent_run' /proc/mounts && { echo 'a mount is left under $agent_run'; n=1; }
+ip -o link | grep -qE 'tap|veth' && { echo 'a network device is left'; n=1; }
+[ \$n = 0 ] && echo 'no VMM or page server process, no sandbox or template file, no socket, mount or network device left'
+exit \$n"
+say "     $leftover"
+done_step
+
+printf '\n%sSummary%s\n' "$bold" "$plain"
+printf '   %-72s %9s\n' "step" "seconds"
+for i in "${!names[@]}"; do
+	t=${times[$i]}
+	printf '   %-72s %5d.%03d\n' "${names[$i]}" $((t / 1000)) $((t % 1000))
+done
+say ""
+say "The demo succeeded."

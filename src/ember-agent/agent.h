@@ -87,6 +87,9 @@ struct sandbox {
 	 * newest header's file name ("" before the first pause). */
 	unsigned snap_generations;
 	char snap_header[64];
+	/* The snapshot template it was spawned from ("" for a base image);
+	 * a deleted template's files stay until no sandbox names it. */
+	char snapshot_template[AGENT_ID_MAX + 1];
 	int64_t created_ms;
 	char error[256];
 	json_t *metadata;	/* object of strings */
@@ -154,6 +157,14 @@ int sandbox_apply(struct agent *a, const char *id,
 void sandbox_copy_fn(struct sandbox *s, void *arg);
 /* The same with metadata and env copied (free with sandbox_free). */
 void sandbox_dup_fn(struct sandbox *s, void *arg);
+/* For snapshot.c's CreateSandbox from a template: puts s (STARTING) in the
+ * table (-EEXIST when the id is taken) and makes its folders; on a later
+ * failure sandbox_discard stops s's processes, removes its files, takes it
+ * out of the table and frees it. */
+int sandbox_add(struct agent *a, struct sandbox *s, struct agent_err *e);
+void sandbox_discard(struct agent *a, struct sandbox *s);
+/* Sandboxes that name template `name`. */
+unsigned sandbox_template_users(struct agent *a, const char *name);
 /* Waits for a resumed guest's agent (new token already recorded). */
 int sandbox_wait_guest(struct agent *a, const char *id, int timeout_ms,
 		       struct agent_err *e);
@@ -259,10 +270,34 @@ void rpc_stop(struct rpc_server *s);
 struct pause_result {
 	unsigned generation;
 	uint64_t memory_written, memory_total, disk_bytes, vmstate_bytes;
+	uint64_t memory_guest;	/* the guest's memory size */
 };
 int snapshot_pause(struct agent *a, const char *id, struct pause_result *r,
 		   struct agent_err *e);
 int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
 		    struct agent_err *e);
+
+/* Snapshot templates: <state>/templates/<name>/ holds template.json, the
+ * header, hard links to its layers, vmstate and rootfs.ext4. */
+struct template_info {
+	char name[AGENT_ID_MAX + 1];
+	char source[AGENT_ID_MAX + 1];
+	unsigned vcpus;
+	uint64_t memory_mib, memory_bytes, disk_bytes;
+	int64_t created_ms;
+};
+int snapshot_template_create(struct agent *a, const char *id,
+			     const char *name, bool stop_source,
+			     struct template_info *t, struct agent_err *e);
+/* CreateSandbox from a template: vCPUs and memory from the template. */
+int snapshot_spawn(struct agent *a, const struct create_args *c,
+		   const char *name, struct sandbox **out,
+		   struct agent_err *e);
+/* *files_kept: sandboxes spawned from it still exist. */
+int snapshot_template_delete(struct agent *a, const char *name,
+			     bool *files_kept, struct agent_err *e);
+/* After a sandbox spawned from name is gone: removes a deleted template's
+ * files once no sandbox names it. */
+void snapshot_template_release(struct agent *a, const char *name);
 
 #endif

@@ -25,6 +25,7 @@
 #include <ember/util.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -216,11 +217,33 @@ static int m_get_host_info(struct call *c, const ProtobufCMessage *rq)
 	m.paused_sandboxes = hc.paused;
 	m.protocol_version = "1";
 	snprintf(tdir, sizeof(tdir), "%s/templates", a->cfg.state_dir);
-	/* TODO(agent): snapshot templates are not made yet, so the list is
-	 * always empty. */
+	/* Templates whose files are complete and not deleted. */
+	DIR *d = opendir(tdir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char p1[PATH_MAX + 300], p2[PATH_MAX + 300], **nv;
+
+		if (!agent_valid_id(de->d_name))
+			continue;
+		snprintf(p1, sizeof(p1), "%s/%s/template.json", tdir, de->d_name);
+		snprintf(p2, sizeof(p2), "%s/%s/deleted", tdir, de->d_name);
+		if (access(p1, F_OK) < 0 || access(p2, F_OK) == 0)
+			continue;
+		nv = realloc(names, (n_names + 1) * sizeof(*names));
+		if (!nv)
+			break;
+		names = nv;
+		if ((names[n_names] = strdup(de->d_name)))
+			n_names++;
+	}
+	if (d)
+		closedir(d);
 	m.n_snapshot_templates = n_names;
 	m.snapshot_templates = names;
 	r = reply(c, &m.base);
+	for (size_t i = 0; i < n_names; i++)
+		free(names[i]);
+	free(names);
 	return r;
 }
 
@@ -236,17 +259,14 @@ static int m_create_sandbox(struct call *c, const ProtobufCMessage *rq)
 	int r;
 
 	call_id(c, q->sandbox_id);
-	if (q->source_case ==
-	    EMBER__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__SOURCE_SNAPSHOT_TEMPLATE) {
-		/* TODO(agent): needs the VMM's snapshot load (snapshot.c). */
-		agent_err_set(&c->err, "sandboxes from snapshot templates are not implemented by this agent yet");
-		return -ENOSYS;
-	}
 	ca.id = q->sandbox_id;
 	ca.template_name = q->template_name;
 	ca.kernel = c->a->cfg.kernel;
 	ca.rootfs = c->a->cfg.rootfs;
-	if (q->base_image) {
+	/* base_image and snapshot_template share a union (oneof). */
+	if (q->source_case ==
+		    EMBER__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__SOURCE_BASE_IMAGE &&
+	    q->base_image) {
 		if (q->base_image->kernel_path && *q->base_image->kernel_path)
 			ca.kernel = q->base_image->kernel_path;
 		if (q->base_image->rootfs_path && *q->base_image->rootfs_path)
@@ -262,7 +282,11 @@ static int m_create_sandbox(struct call *c, const ProtobufCMessage *rq)
 		r = -ENOMEM;
 		goto out;
 	}
-	r = sandbox_create(c->a, &ca, &s, &c->err);
+	if (q->source_case ==
+	    EMBER__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__SOURCE_SNAPSHOT_TEMPLATE)
+		r = snapshot_spawn(c->a, &ca, q->snapshot_template, &s, &c->err);
+	else
+		r = sandbox_create(c->a, &ca, &s, &c->err);
 	if (r < 0)
 		goto out;
 	r = sandbox_msg(s, &sm, &k);
@@ -384,6 +408,10 @@ static int m_resume_sandbox(struct call *c, const ProtobufCMessage *rq)
 static int m_create_snapshot(struct call *c, const ProtobufCMessage *rq)
 {
 	const EmberCreateSnapshotRequest *q = (const void *)rq;
+	EmberCreateSnapshotResponse m = EMBER__HOSTAGENT__V1__CREATE_SNAPSHOT_RESPONSE__INIT;
+	EmberSnapshotTemplate tm = EMBER__HOSTAGENT__V1__SNAPSHOT_TEMPLATE__INIT;
+	struct template_info t;
+	uint64_t t0 = ember_now_ns();
 	int r;
 
 	call_id(c, q->sandbox_id);
@@ -392,24 +420,33 @@ static int m_create_snapshot(struct call *c, const ProtobufCMessage *rq)
 			      q->name);
 		return -EINVAL;
 	}
-	/* The state checks first, so that a conflict reads as one. */
-	r = sandbox_begin(c->a, q->sandbox_id, SBX_RUNNING, SBX_PAUSING,
-			  &c->err);
+	r = snapshot_template_create(c->a, q->sandbox_id, q->name,
+				     q->stop_source, &t, &c->err);
 	if (r < 0)
 		return r;
-	sandbox_end(c->a, q->sandbox_id, SBX_RUNNING);
-	/* TODO(agent): needs pause and the VMM's snapshot (snapshot.c). */
-	agent_err_set(&c->err, "CreateSnapshot is not implemented by this agent yet");
-	return -ENOSYS;
+	tm.name = t.name;
+	tm.vcpus = t.vcpus;
+	tm.memory_mib = t.memory_mib;
+	tm.memory_bytes = t.memory_bytes;
+	tm.disk_bytes = t.disk_bytes;
+	tm.source_sandbox_id = t.source;
+	tm.created_at_ms = t.created_ms;
+	m.template_ = &tm;
+	m.snapshot_ms = (ember_now_ns() - t0) / 1000000;
+	return reply(c, &m.base);
 }
 
 static int m_delete_snapshot(struct call *c, const ProtobufCMessage *rq)
 {
 	const EmberDeleteSnapshotRequest *q = (const void *)rq;
+	EmberDeleteSnapshotResponse m = EMBER__HOSTAGENT__V1__DELETE_SNAPSHOT_RESPONSE__INIT;
+	bool kept = false;
+	int r = snapshot_template_delete(c->a, q->name, &kept, &c->err);
 
-	/* No template is ever made yet (see m_create_snapshot). */
-	agent_err_set(&c->err, "snapshot template %s not found", q->name);
-	return -ENOENT;
+	if (r < 0)
+		return r;
+	m.files_kept = kept;
+	return reply(c, &m.base);
 }
 
 /* The guest agent's error as the call's. */

@@ -217,7 +217,7 @@ static int save(struct agent *a, const struct sandbox *s)
 	if (r < 0)
 		return r;
 	j = json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:i, s:I, s:I, s:s, s:O?, s:O?,"
-		      " s:i, s:i, s:s}",
+		      " s:i, s:i, s:s, s:s}",
 		      "sandbox_id", s->id, "template_name", s->template_name,
 		      "state", sbx_state_name(s->state), "vcpus", (int)s->vcpus,
 		      "memory_mib", (json_int_t)s->memory_mib, "token", s->token,
@@ -226,7 +226,8 @@ static int save(struct agent *a, const struct sandbox *s)
 		      "created_ms", (json_int_t)s->created_ms, "error", s->error,
 		      "metadata", s->metadata, "env", s->env,
 		      "uffd_pid", (int)s->uffd_pid, "snap_generations",
-		      (int)s->snap_generations, "snap_header", s->snap_header);
+		      (int)s->snap_generations, "snap_header", s->snap_header,
+		      "snapshot_template", s->snapshot_template);
 	if (!j)
 		return -ENOMEM;
 	text = json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS);
@@ -714,6 +715,8 @@ int sandbox_destroy(struct agent *a, const char *id, struct agent_err *e)
 	pthread_mutex_lock(&a->lock);
 	unlink_sandbox(a, s);
 	pthread_mutex_unlock(&a->lock);
+	if (s->snapshot_template[0])
+		snapshot_template_release(a, s->snapshot_template);
 	sandbox_free(s);
 	olog_info(id, "destroyed");
 	return 0;
@@ -810,6 +813,59 @@ void sandbox_end(struct agent *a, const char *id, enum sbx_state to)
 	pthread_mutex_unlock(&a->lock);
 }
 
+int sandbox_add(struct agent *a, struct sandbox *s, struct agent_err *e)
+{
+	int r;
+
+	pthread_mutex_lock(&a->lock);
+	if (find(a, s->id)) {
+		pthread_mutex_unlock(&a->lock);
+		agent_err_set(e, "sandbox %s already exists", s->id);
+		return -EEXIST;
+	}
+	s->next = a->sandboxes;
+	a->sandboxes = s;
+	pthread_mutex_unlock(&a->lock);
+	r = make_dirs(a, s->id, e);
+	pthread_mutex_lock(&a->lock);
+	if (r == 0)
+		save(a, s);
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
+void sandbox_discard(struct agent *a, struct sandbox *s)
+{
+	char path[PATH_MAX];
+
+	if (s->vmm_pid > 0)
+		ns_stop_vmm(s->vmm_pid, s->vmm_child, 2000);
+	if (s->uffd_pid > 0)
+		ns_stop_vmm(s->uffd_pid, true, 2000);
+	if (sbx_path(&a->cfg, s->id, P_CONSOLE, path, sizeof(path)) == 0)
+		log_tail(s->id, path, "console");
+	if (sbx_path(&a->cfg, s->id, P_VMM_LOG, path, sizeof(path)) == 0)
+		log_tail(s->id, path, "VMM log");
+	remove_files(a, s->id);
+	pthread_mutex_lock(&a->lock);
+	unlink_sandbox(a, s);
+	pthread_mutex_unlock(&a->lock);
+	if (s->snapshot_template[0])
+		snapshot_template_release(a, s->snapshot_template);
+	sandbox_free(s);
+}
+
+unsigned sandbox_template_users(struct agent *a, const char *name)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&a->lock);
+	for (struct sandbox *s = a->sandboxes; s; s = s->next)
+		n += strcmp(s->snapshot_template, name) == 0;
+	pthread_mutex_unlock(&a->lock);
+	return n;
+}
+
 int sandbox_apply(struct agent *a, const char *id,
 		  void (*fn)(struct sandbox *s, void *arg), void *arg)
 {
@@ -870,13 +926,44 @@ void sandbox_monitor(struct agent *a)
 
 /* --- restart: load the records, adopt the VMMs ------------------------------ */
 
+/* PATCH /vm Resumed to an adopted VMM; failures are only logged. */
+static void resume_vm(struct agent *a, const char *id)
+{
+	struct agent_err e = { "" };
+	struct vmm_client *vc = NULL;
+	char sock[PATH_MAX];
+	json_t *b = json_pack("{s:s}", "state", "Resumed");
+
+	if (b && sbx_path(&a->cfg, id, P_API_SOCK, sock, sizeof(sock)) == 0 &&
+	    vmm_client_new(sock, id, 10000, &vc) == 0 &&
+	    vmm_request(vc, "PATCH", "/vm", b, NULL, &e) < 0)
+		olog_warn(id, "cannot resume the VM: %s", e.msg);
+	vmm_client_free(vc);
+	json_decref(b);
+}
+
+/* Whether the record names a header and a vmstate that are on disk. */
+static bool pause_complete(struct agent *a, const struct sandbox *s)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 80];
+
+	if (!s->snap_header[0] ||
+	    sbx_path(&a->cfg, s->id, P_SNAP_DIR, dir, sizeof(dir)) < 0)
+		return false;
+	snprintf(path, sizeof(path), "%s/%s", dir, s->snap_header);
+	if (access(path, F_OK) < 0)
+		return false;
+	snprintf(path, sizeof(path), "%s/vmstate", dir);
+	return access(path, F_OK) == 0;
+}
+
 static struct sandbox *load_one(struct agent *a, const char *id)
 {
 	char path[PATH_MAX], *text = NULL;
 	struct sandbox *s = NULL;
 	json_t *j = NULL;
 	const char *state = NULL, *tmpl = "", *token = "", *err = "";
-	const char *hdr = "";
+	const char *hdr = "", *tmpl_src = "";
 	json_int_t mem = 0, created = 0, start_time = 0;
 	int vcpus = 0, pid = 0, uffd = 0, gens = 0;
 
@@ -888,13 +975,13 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 	s = calloc(1, sizeof(*s));
 	if (!j || !s ||
 	    json_unpack(j, "{s:s, s?s, s:s, s:i, s:I, s?s, s?i, s?I, s?I, s?s,"
-			" s?i, s?i, s?s}",
+			" s?i, s?i, s?s, s?s}",
 			"sandbox_id", &id, "template_name", &tmpl, "state",
 			&state, "vcpus", &vcpus, "memory_mib", &mem, "token",
 			&token, "vmm_pid", &pid, "vmm_start_time", &start_time,
 			"created_ms", &created, "error", &err, "uffd_pid",
 			&uffd, "snap_generations", &gens, "snap_header",
-			&hdr) < 0 ||
+			&hdr, "snapshot_template", &tmpl_src) < 0 ||
 	    sbx_state_parse(state, &s->state) < 0) {
 		olog_warn(id, "state file %s is not readable; left alone", path);
 		json_decref(j);
@@ -912,6 +999,8 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 	s->uffd_pid = uffd;
 	s->snap_generations = (unsigned)gens;
 	snprintf(s->snap_header, sizeof(s->snap_header), "%s", hdr);
+	snprintf(s->snapshot_template, sizeof(s->snapshot_template), "%s",
+		 tmpl_src);
 	s->metadata = json_incref(json_object_get(j, "metadata"));
 	s->env = json_incref(json_object_get(j, "env"));
 	if (!s->metadata)
@@ -930,10 +1019,20 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 		olog_info(s->id, "adopting the running VMM, pid %d", pid);
 		s->state = SBX_RUNNING;
 	} else if (alive && s->state == SBX_PAUSING) {
-		/* TODO(agent): a pause interrupted by a crash could keep the
-		 * snapshot if it was complete; it resumes the VM instead. */
+		/* The VM may be paused inside its VMM, and the VMM's dirty log
+		 * may have restarted: let it run, and start the chain over
+		 * (the next pause writes a full snapshot). */
 		olog_info(s->id, "pause was interrupted; keeping it running");
+		resume_vm(a, s->id);
 		s->state = SBX_RUNNING;
+		s->snap_header[0] = '\0';
+		s->snap_generations = 0;
+	} else if (s->state == SBX_PAUSING && pause_complete(a, s)) {
+		/* The VMM was stopped after the snapshot was recorded. */
+		olog_info(s->id, "pause was interrupted after its snapshot; paused");
+		s->state = SBX_PAUSED;
+		s->vmm_pid = 0;
+		s->uffd_pid = 0;
 	} else if (s->state == SBX_STOPPING) {
 		olog_info(s->id, "finishing an interrupted destroy");
 		if (alive)

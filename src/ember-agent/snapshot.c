@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Pause and resume (snapshot templates: TODO below).
+ * Pause, resume and snapshot templates.
  *
  * Pause (RUNNING -> PAUSING -> PAUSED):
  *   PATCH /vm {"state":"Paused"}; PUT /snapshot/create with snapshot_type
@@ -20,6 +20,15 @@
  *   agent is re-identified with the old token: new token, clock, entropy,
  *   hostname. Any failure stops both processes and leaves it PAUSED.
  * sandbox_begin gives a second pause or resume in flight -EAGAIN.
+ *
+ * Templates (<state>/templates/<name>/): CreateSnapshot writes the next
+ * generation of the source's own chain (so the source's next pause is a
+ * diff on it) and hard-links that header, its layers and the vmstate into
+ * the template with a copy of the disk; template.json last. A sandbox from
+ * a template hard-links them into its own snap/ and is restored like a
+ * resume, with the template's token. Hard links make every sandbox's chain
+ * independent of the template's folder; DeleteSnapshot still keeps the
+ * folder (marker "deleted") until no sandbox names the template.
  */
 #include "agent.h"
 
@@ -46,6 +55,9 @@
 #define UFFD_LISTEN_TIMEOUT_MS 10000
 #define UFFD_READY_TIMEOUT_MS 60000
 #define GUEST_RESUME_TIMEOUT_MS 60000
+/* One connection try to a restored guest: the first may be lost to the
+ * guest's transport reset, so a short one, then another. */
+#define CONNECT_TRY_MS 1500
 
 static void sleep_ms(int ms)
 {
@@ -124,78 +136,73 @@ static void remove_sockets(struct agent *a, const char *id)
 struct pause_done {
 	unsigned generations;
 	const char *header;
+	bool stopped;
 };
 
-static void mark_paused(struct sandbox *s, void *arg)
+static void mark_snapshot(struct sandbox *s, void *arg)
 {
 	const struct pause_done *d = arg;
 
 	s->snap_generations = d->generations;
 	snprintf(s->snap_header, sizeof(s->snap_header), "%s", d->header);
-	s->vmm_pid = 0;
-	s->uffd_pid = 0;
+	if (d->stopped) {
+		s->vmm_pid = 0;
+		s->uffd_pid = 0;
+	}
 }
 
-int snapshot_pause(struct agent *a, const char *id, struct pause_result *r,
-		   struct agent_err *e)
+/*
+ * On a paused VM: the next generation of s's chain in its <snap>/ (a full
+ * snapshot when it has none, else a diff against the newest header). On
+ * success hdr_name is the new header's file name and r says the sizes.
+ * After a failure past the VMM's snapshot the dirty log has restarted:
+ * the chain must start over with a full snapshot (*chain_broken).
+ */
+static int snap_generation(struct agent *a, const struct sandbox *s,
+			   struct vmm_client *vc, char hdr_name[64],
+			   struct pause_result *r, bool *chain_broken,
+			   struct agent_err *e)
 {
-	char snap[PATH_MAX], mem[PATH_MAX], vmstate[PATH_MAX], rootfs[PATH_MAX];
-	char parent_path[PATH_MAX], why[256] = "", hdr_name[64];
+	char snap[PATH_MAX], mem[PATH_MAX], vmstate[PATH_MAX];
+	char parent_path[PATH_MAX], why[256] = "";
 	char id_str[EMBER_LAYER_ID_STRLEN];
 	struct ember_header parent = { 0 }, next = { 0 };
-	struct vmm_client *vc = NULL;
-	struct sandbox s;
-	bool paused = false, have_parent = false;
-	uint64_t t0 = ember_now_ns();
+	bool have_parent = false;
 	enum ember_hdr_error herr;
 	int rc;
 
-	memset(r, 0, sizeof(*r));
-	rc = sandbox_begin(a, id, SBX_RUNNING, SBX_PAUSING, e);
-	if (rc < 0)
-		return rc;
-	sandbox_apply(a, id, sandbox_copy_fn, &s);
-	if ((rc = sbx_path(&a->cfg, id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
-	    (rc = sbx_path(&a->cfg, id, P_ROOTFS, rootfs, sizeof(rootfs))) < 0 ||
+	*chain_broken = false;
+	if ((rc = sbx_path(&a->cfg, s->id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
 	    (rc = join(mem, sizeof(mem), snap, "mem")) < 0 ||
 	    (rc = join(vmstate, sizeof(vmstate), snap, "vmstate")) < 0 ||
 	    (rc = join(parent_path, sizeof(parent_path), snap,
-		       s.snap_header)) < 0) {
+		       s->snap_header)) < 0) {
 		agent_err_set(e, "sandbox paths: %s", strerror(-rc));
-		goto fail;
+		return rc;
 	}
-	if (s.snap_header[0]) {
+	if (s->snap_header[0]) {
 		rc = ember_header_load(parent_path, &parent, &herr);
 		if (rc < 0) {
 			agent_err_set(e, "cannot load %s: %s", parent_path,
 				      rc == -EINVAL ? ember_hdr_strerror(herr)
 						    : strerror(-rc));
-			goto fail;
+			return rc;
 		}
 		have_parent = true;
 	}
-	/* A diff needs a fresh file: only dirtied pages are written. */
+	/* A diff needs a fresh file: only dirtied pages are written. The
+	 * vmstate may be hard-linked into a template: never write over it. */
 	unlink(mem);
-
-	if ((rc = api_client(a, id, &vc, e)) < 0)
-		goto fail;
-	if ((rc = vm_state(vc, "Paused", e)) < 0)
-		goto fail;
-	paused = true;
+	unlink(vmstate);
 	json_t *body = json_pack("{s:s, s:s, s:s}", "snapshot_type",
 				 have_parent ? "Diff" : "Full", "snapshot_path",
 				 NS_VMSTATE, "mem_file_path", NS_MEM);
 	rc = body ? vmm_request(vc, "PUT", "/snapshot/create", body, NULL, e)
 		  : -ENOMEM;
 	json_decref(body);
-	if (rc < 0)
-		goto fail;
-
-	r->memory_written = file_size(mem);
-	{
-		struct stat st;
-		if (stat(mem, &st) == 0)
-			r->memory_written = (uint64_t)st.st_blocks * 512;
+	if (rc < 0) {
+		*chain_broken = true;
+		goto out;
 	}
 	r->vmstate_bytes = file_size(vmstate);
 	const char *dirs[] = { snap };
@@ -209,61 +216,98 @@ int snapshot_pause(struct agent *a, const char *id, struct pause_result *r,
 	};
 	rc = ember_layer_build(&o, &next, why, sizeof(why));
 	if (rc < 0) {
+		*chain_broken = true;
 		agent_err_set(e, "building generation %u: %s%s%s",
-			      s.snap_generations, strerror(-rc),
+			      s->snap_generations, strerror(-rc),
 			      why[0] ? ": " : "", why);
-		goto fail;
+		goto out;
 	}
 	ember_layer_id_format(&next.id, id_str);
-	snprintf(hdr_name, sizeof(hdr_name), "%s%s", id_str, EMBER_HDR_SUFFIX);
+	snprintf(hdr_name, 64, "%s%s", id_str, EMBER_HDR_SUFFIX);
 	r->generation = next.generation;
+	r->memory_written = 0;
+	r->memory_total = 0;
 	/* Bytes on disk: this generation's layer, and all of the chain. */
 	for (uint32_t i = 0; i < next.n_layers; i++) {
 		r->memory_total += next.layers[i].size;
 		if (ember_layer_id_equal(&next.layers[i].id, &next.id))
 			r->memory_written = next.layers[i].size;
 	}
-	unlink(mem);
+	r->memory_guest = next.total_size;
 	/* Only the newest header is needed to read the chain. */
 	if (have_parent && unlink(parent_path) < 0)
-		olog_warn(id, "cannot remove %s: %s", parent_path,
+		olog_warn(s->id, "cannot remove %s: %s", parent_path,
 			  strerror(errno));
+out:
+	unlink(mem);
+	ember_header_free(&parent);
+	ember_header_free(&next);
+	return rc < 0 ? rc : 0;
+}
 
+int snapshot_pause(struct agent *a, const char *id, struct pause_result *r,
+		   struct agent_err *e)
+{
+	char rootfs[PATH_MAX], hdr_name[64] = "";
+	struct vmm_client *vc = NULL;
+	struct sandbox s;
+	bool paused = false, broken = false;
+	uint64_t t0 = ember_now_ns();
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	rc = sandbox_begin(a, id, SBX_RUNNING, SBX_PAUSING, e);
+	if (rc < 0)
+		return rc;
+	sandbox_apply(a, id, sandbox_copy_fn, &s);
+	if ((rc = sbx_path(&a->cfg, id, P_ROOTFS, rootfs, sizeof(rootfs))) < 0) {
+		agent_err_set(e, "sandbox paths: %s", strerror(-rc));
+		goto fail;
+	}
+	if ((rc = api_client(a, id, &vc, e)) < 0)
+		goto fail;
+	if ((rc = vm_state(vc, "Paused", e)) < 0)
+		goto fail;
+	paused = true;
+	if ((rc = snap_generation(a, &s, vc, hdr_name, r, &broken, e)) < 0)
+		goto fail;
 	if ((rc = fsync_path(rootfs)) < 0)
 		olog_warn(id, "fsync %s: %s", rootfs, strerror(-rc));
 	r->disk_bytes = disk_allocated(rootfs);
+	/* Recorded before the VMM goes: an agent restarted after a crash
+	 * from here on finds the sandbox paused (sandbox.c, load_one). */
+	struct pause_done d = { s.snap_generations + 1, hdr_name, false };
+	sandbox_apply(a, id, mark_snapshot, &d);
 	vmm_client_free(vc);
 	vc = NULL;
 	ns_stop_vmm(s.vmm_pid, s.vmm_child, 3000);
 	if (s.uffd_pid > 0)
-		ns_stop_vmm(s.uffd_pid, s.vmm_child, 2000);
+		ns_stop_vmm(s.uffd_pid, true, 2000);
 	remove_sockets(a, id);
-
-	struct pause_done d = { s.snap_generations + 1, hdr_name };
-	sandbox_apply(a, id, mark_paused, &d);
+	d.stopped = true;
+	sandbox_apply(a, id, mark_snapshot, &d);
 	sandbox_end(a, id, SBX_PAUSED);
 	olog_info(id, "paused in %" PRIu64 " ms: generation %u, %" PRIu64
-		  " of %" PRIu64 " memory bytes written, vmstate %" PRIu64
-		  ", disk %" PRIu64,
+		  " memory bytes written (%" PRIu64 " in the chain, of %" PRIu64
+		  " guest bytes), vmstate %" PRIu64 ", disk %" PRIu64,
 		  (ember_now_ns() - t0) / 1000000, r->generation,
-		  r->memory_written, r->memory_total, r->vmstate_bytes,
-		  r->disk_bytes);
-	ember_header_free(&parent);
-	ember_header_free(&next);
+		  r->memory_written, r->memory_total, r->memory_guest,
+		  r->vmstate_bytes, r->disk_bytes);
 	return 0;
 
 fail:
 	olog_error(id, "pause failed: %s", e->msg);
+	if (broken) {
+		struct pause_done reset = { 0, "", false };
+		sandbox_apply(a, id, mark_snapshot, &reset);
+	}
 	if (paused) {
 		struct agent_err e2 = { "" };
 		if (vm_state(vc, "Resumed", &e2) < 0)
 			olog_error(id, "cannot resume after the failed pause: %s",
 				   e2.msg);
 	}
-	unlink(mem);
 	vmm_client_free(vc);
-	ember_header_free(&parent);
-	ember_header_free(&next);
 	sandbox_end(a, id, SBX_RUNNING);
 	return rc;
 }
@@ -370,7 +414,7 @@ static void random_token(char out[AGENT_TOKEN_LEN + 1])
 
 /* Gives the restored guest a new token, the host's clock and fresh
  * entropy, with the old token. */
-static int reidentify(struct agent *a, const struct sandbox *s,
+static int reidentify(struct agent *a, const struct sandbox *s, pid_t vmm,
 		      const char *new_token, struct agent_err *e)
 {
 	char vsock[PATH_MAX];
@@ -397,14 +441,20 @@ static int reidentify(struct agent *a, const struct sandbox *s,
 	 * before. So: connect, check health, re-identify; on a cut
 	 * connection try again. If an earlier try got through but its answer
 	 * was lost, the new token is the one that works. */
+	e->msg[0] = '\0';
 	do {
 		struct ember_agent_health h;
 		const char *tokens[] = { s->token, new_token };
+
+		if (!ns_pid_alive(vmm, true)) {
+			agent_err_set(e, "the VMM exited after the restore (see vmm.log and console.log)");
+			return -ECHILD;
+		}
 		size_t i;
 
 		for (i = 0; i < 2; i++) {
 			r = ember_agent_connect_vsock(vsock, EMBER_AGENT_VSOCK_PORT,
-						      tokens[i], 5000, &g);
+						      tokens[i], CONNECT_TRY_MS, &g);
 			if (r < 0)
 				break;
 			r = ember_agent_health(g, &h);
@@ -437,39 +487,34 @@ static int reidentify(struct agent *a, const struct sandbox *s,
 	return r < 0 ? r : -ETIMEDOUT;
 }
 
-int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
-		    struct agent_err *e)
+/*
+ * Brings s back from the newest header of its <snap>/ chain: page server,
+ * VMM, load, ready, resume, re-identify (s->token is the guest's current
+ * token; new_token its next). On success *vmm and *uffd are the new
+ * processes and the record names them; on failure both are stopped.
+ */
+static int restore(struct agent *a, const struct sandbox *s,
+		   const char *new_token, pid_t *vmm_out, pid_t *uffd_out,
+		   struct agent_err *e)
 {
 	char snap[PATH_MAX], header[PATH_MAX], usock[PATH_MAX], run[PATH_MAX];
 	char disk[PATH_MAX], console[PATH_MAX], vlog[PATH_MAX];
-	char token[AGENT_TOKEN_LEN + 1];
+	const char *id = s->id;
 	struct vmm_client *vc = NULL;
-	struct sandbox s;
 	pid_t vmm = 0, uffd = 0;
 	int ready = -1, rc;
-	uint64_t t0 = ember_now_ns();
 
-	rc = sandbox_begin(a, id, SBX_PAUSED, SBX_RESUMING, e);
-	if (rc < 0)
-		return rc;
-	sandbox_apply(a, id, sandbox_copy_fn, &s);
-	if (!s.snap_header[0]) {
-		agent_err_set(e, "sandbox %s has no pause snapshot", id);
-		rc = -ENOENT;
-		goto fail;
-	}
 	if ((rc = sbx_path(&a->cfg, id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
 	    (rc = sbx_path(&a->cfg, id, P_UFFD_SOCK, usock, sizeof(usock))) < 0 ||
 	    (rc = sbx_path(&a->cfg, id, P_RUN_DIR, run, sizeof(run))) < 0 ||
 	    (rc = sbx_path(&a->cfg, id, P_DISK_DIR, disk, sizeof(disk))) < 0 ||
 	    (rc = sbx_path(&a->cfg, id, P_CONSOLE, console, sizeof(console))) < 0 ||
 	    (rc = sbx_path(&a->cfg, id, P_VMM_LOG, vlog, sizeof(vlog))) < 0 ||
-	    (rc = join(header, sizeof(header), snap, s.snap_header)) < 0) {
+	    (rc = join(header, sizeof(header), snap, s->snap_header)) < 0) {
 		agent_err_set(e, "sandbox paths: %s", strerror(-rc));
-		goto fail;
+		return rc;
 	}
 	remove_sockets(a, id);
-
 	rc = spawn_uffd(a, id, header, snap, usock, &uffd, &ready);
 	if (rc < 0) {
 		agent_err_set(e, "cannot start %s: %s", a->cfg.uffd_bin,
@@ -525,12 +570,51 @@ int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
 
 	struct resume_pids p = { vmm, uffd, NULL };
 	sandbox_apply(a, id, mark_resumed, &p);
-	random_token(token);
-	rc = reidentify(a, &s, token, e);
+	rc = reidentify(a, s, vmm, new_token, e);
 	if (rc < 0)
 		goto fail;
-	p.token = token;
+	p.token = new_token;
 	sandbox_apply(a, id, mark_resumed, &p);
+	*vmm_out = vmm;
+	*uffd_out = uffd;
+	return 0;
+
+fail:
+	vmm_client_free(vc);
+	if (ready >= 0)
+		close(ready);
+	if (vmm > 0)
+		ns_stop_vmm(vmm, true, 3000);
+	if (uffd > 0)
+		ns_stop_vmm(uffd, true, 2000);
+	remove_sockets(a, id);
+	struct resume_pids none = { 0, 0, NULL };
+	sandbox_apply(a, id, mark_resumed, &none);
+	return rc;
+}
+
+int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
+		    struct agent_err *e)
+{
+	char token[AGENT_TOKEN_LEN + 1];
+	struct sandbox s;
+	pid_t vmm = 0, uffd = 0;
+	int rc;
+	uint64_t t0 = ember_now_ns();
+
+	rc = sandbox_begin(a, id, SBX_PAUSED, SBX_RESUMING, e);
+	if (rc < 0)
+		return rc;
+	sandbox_apply(a, id, sandbox_copy_fn, &s);
+	if (!s.snap_header[0]) {
+		agent_err_set(e, "sandbox %s has no pause snapshot", id);
+		rc = -ENOENT;
+		goto fail;
+	}
+	random_token(token);
+	rc = restore(a, &s, token, &vmm, &uffd, e);
+	if (rc < 0)
+		goto fail;
 	sandbox_end(a, id, SBX_RUNNING);
 	olog_info(id, "resumed in %" PRIu64 " ms (VMM pid %d, page server pid %d)",
 		  (ember_now_ns() - t0) / 1000000, (int)vmm, (int)uffd);
@@ -542,20 +626,337 @@ int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
 
 fail:
 	olog_error(id, "resume failed: %s", e->msg);
-	vmm_client_free(vc);
-	if (ready >= 0)
-		close(ready);
-	if (vmm > 0)
-		ns_stop_vmm(vmm, true, 3000);
-	if (uffd > 0)
-		ns_stop_vmm(uffd, true, 2000);
-	remove_sockets(a, id);
-	struct resume_pids none = { 0, 0, NULL };
-	sandbox_apply(a, id, mark_resumed, &none);
 	sandbox_end(a, id, SBX_PAUSED);
 	return rc;
 }
 
-/* TODO(agent): snapshot templates (CreateSnapshot, CreateSandbox from a
- * template, DeleteSnapshot with reference counts) are not written: they
- * wait on the VMM's snapshot endpoints, like pause and resume. */
+/* --- snapshot templates ----------------------------------------------------- */
+
+#define TEMPLATE_JSON "template.json"
+#define TEMPLATE_DELETED "deleted"
+
+static int template_dir(struct agent *a, const char *name, char *out,
+			size_t size)
+{
+	int n = snprintf(out, size, "%s/templates/%s", a->cfg.state_dir, name);
+
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/* Hard-links every file of the chain whose newest header is hdr_name (in
+ * from/) and the vmstate into to/. */
+static int link_chain(const char *from, const char *to, const char *hdr_name,
+		      struct agent_err *e)
+{
+	char src[PATH_MAX], dst[PATH_MAX], name[64];
+	char id_str[EMBER_LAYER_ID_STRLEN];
+	struct ember_header h = { 0 };
+	enum ember_hdr_error herr;
+	int rc;
+
+	if ((rc = join(src, sizeof(src), from, hdr_name)) < 0)
+		return rc;
+	rc = ember_header_load(src, &h, &herr);
+	if (rc < 0) {
+		agent_err_set(e, "cannot load %s: %s", src,
+			      rc == -EINVAL ? ember_hdr_strerror(herr) : strerror(-rc));
+		return rc;
+	}
+	for (uint32_t i = 0; i <= h.n_layers && rc == 0; i++) {
+		if (i < h.n_layers) {
+			ember_layer_id_format(&h.layers[i].id, id_str);
+			snprintf(name, sizeof(name), "%s%s", id_str,
+				 EMBER_LAYER_SUFFIX);
+		} else {
+			snprintf(name, sizeof(name), "%s", hdr_name);
+		}
+		if ((rc = join(src, sizeof(src), from, name)) < 0 ||
+		    (rc = join(dst, sizeof(dst), to, name)) < 0)
+			break;
+		if (link(src, dst) < 0 && errno != EEXIST) {
+			rc = -errno;
+			agent_err_set(e, "cannot link %s to %s: %s", src, dst,
+				      strerror(errno));
+		}
+	}
+	if (rc == 0 && (rc = join(src, sizeof(src), from, "vmstate")) == 0 &&
+	    (rc = join(dst, sizeof(dst), to, "vmstate")) == 0 &&
+	    link(src, dst) < 0) {
+		rc = -errno;
+		agent_err_set(e, "cannot link %s to %s: %s", src, dst,
+			      strerror(errno));
+	}
+	ember_header_free(&h);
+	return rc;
+}
+
+int snapshot_template_create(struct agent *a, const char *id,
+			     const char *name, bool stop_source,
+			     struct template_info *t, struct agent_err *e)
+{
+	char dir[PATH_MAX], tmp[PATH_MAX], snap[PATH_MAX], rootfs[PATH_MAX];
+	char path[PATH_MAX], hdr_name[64] = "";
+	struct vmm_client *vc = NULL;
+	struct pause_result r = { 0 };
+	struct sandbox s;
+	bool paused = false, broken = false, dup;
+	int rc;
+
+	memset(t, 0, sizeof(*t));
+	if ((rc = template_dir(a, name, dir, sizeof(dir))) < 0 ||
+	    snprintf(tmp, sizeof(tmp), "%s.tmp", dir) >= (int)sizeof(tmp)) {
+		agent_err_set(e, "template path too long");
+		return -ENAMETOOLONG;
+	}
+	dup = access(dir, F_OK) == 0;
+	rc = sandbox_begin(a, id, SBX_RUNNING, SBX_PAUSING, e);
+	if (rc < 0)
+		return rc;
+	if (dup) {
+		agent_err_set(e, "snapshot template %s already exists", name);
+		rc = -EEXIST;
+		goto fail;
+	}
+	sandbox_apply(a, id, sandbox_copy_fn, &s);
+	if ((rc = sbx_path(&a->cfg, id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
+	    (rc = sbx_path(&a->cfg, id, P_ROOTFS, rootfs, sizeof(rootfs))) < 0) {
+		agent_err_set(e, "sandbox paths: %s", strerror(-rc));
+		goto fail;
+	}
+	ns_remove_tree(tmp);
+	if ((rc = ember_mkdir_p(tmp, 0700)) < 0) {
+		agent_err_set(e, "cannot make %s: %s", tmp, strerror(-rc));
+		goto fail;
+	}
+	if ((rc = api_client(a, id, &vc, e)) < 0 ||
+	    (rc = vm_state(vc, "Paused", e)) < 0)
+		goto fail;
+	paused = true;
+	/* The template is the next generation of the source's own chain,
+	 * shared by hard links: the source's next pause is a diff on it. */
+	if ((rc = snap_generation(a, &s, vc, hdr_name, &r, &broken, e)) < 0)
+		goto fail;
+	struct pause_done d = { s.snap_generations + 1, hdr_name, false };
+	sandbox_apply(a, id, mark_snapshot, &d);
+	if ((rc = link_chain(snap, tmp, hdr_name, e)) < 0)
+		goto fail;
+	bool reflinked;
+	if ((rc = fsync_path(rootfs)) < 0 ||
+	    (rc = join(path, sizeof(path), tmp, "rootfs.ext4")) < 0 ||
+	    (rc = disk_copy(rootfs, path, &reflinked)) < 0) {
+		agent_err_set(e, "cannot copy the disk to %s: %s", path,
+			      strerror(-rc));
+		goto fail;
+	}
+	if (!stop_source) {
+		rc = vm_state(vc, "Resumed", e);
+		if (rc < 0)
+			goto fail;
+		paused = false;
+	}
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	snprintf(t->source, sizeof(t->source), "%s", id);
+	t->vcpus = s.vcpus;
+	t->memory_mib = s.memory_mib;
+	t->memory_bytes = r.memory_total;
+	t->disk_bytes = disk_allocated(path);
+	t->created_ms = (int64_t)(ember_realtime_ns() / 1000000);
+	json_t *j = json_pack("{s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:s, s:s}",
+			      "name", name, "source", id, "vcpus", (int)s.vcpus,
+			      "memory_mib", (json_int_t)s.memory_mib,
+			      "memory_bytes", (json_int_t)t->memory_bytes,
+			      "disk_bytes", (json_int_t)t->disk_bytes,
+			      "created_ms", (json_int_t)t->created_ms,
+			      "header", hdr_name, "token", s.token);
+	char *text = j ? json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	rc = text && join(path, sizeof(path), tmp, TEMPLATE_JSON) == 0
+		     ? ember_write_file_atomic(path, text, strlen(text), 0600)
+		     : -ENOMEM;
+	free(text);
+	if (rc == 0 && rename(tmp, dir) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		agent_err_set(e, "cannot write the template %s: %s", dir,
+			      strerror(-rc));
+		goto fail;
+	}
+	ember_fsync_parent(dir);
+	vmm_client_free(vc);
+	sandbox_end(a, id, SBX_RUNNING);
+	olog_info(id, "snapshot template %s: generation %u, %" PRIu64
+		  " memory bytes in its layers, disk %" PRIu64,
+		  name, r.generation, t->memory_bytes, t->disk_bytes);
+	if (stop_source) {
+		struct agent_err e2 = { "" };
+		if (sandbox_destroy(a, id, &e2) < 0)
+			olog_warn(id, "cannot stop the source: %s", e2.msg);
+	}
+	return 0;
+
+fail:
+	olog_error(id, "snapshot template %s failed: %s", name, e->msg);
+	if (broken) {
+		struct pause_done reset = { 0, "", false };
+		sandbox_apply(a, id, mark_snapshot, &reset);
+	}
+	if (paused) {
+		struct agent_err e2 = { "" };
+		if (vm_state(vc, "Resumed", &e2) < 0)
+			olog_error(id, "cannot resume after the failed snapshot: %s",
+				   e2.msg);
+	}
+	vmm_client_free(vc);
+	if (!dup)
+		ns_remove_tree(tmp);
+	sandbox_end(a, id, SBX_RUNNING);
+	return rc;
+}
+
+int snapshot_spawn(struct agent *a, const struct create_args *c,
+		   const char *name, struct sandbox **out, struct agent_err *e)
+{
+	char dir[PATH_MAX], path[PATH_MAX], snap[PATH_MAX], rootfs[PATH_MAX];
+	char old_token[AGENT_TOKEN_LEN + 1];
+	const char *hdr = "", *token = "";
+	int vcpus = 0, rc;
+	json_int_t mem = 0;
+	char *text = NULL;
+	json_t *j = NULL;
+	struct sandbox *s;
+	pid_t vmm, uffd;
+	bool reflinked;
+	uint64_t t0 = ember_now_ns();
+
+	if (!agent_valid_id(c->id)) {
+		agent_err_set(e, "sandbox_id '%s' is not 1 to 63 letters, digits, '-' or '_'",
+			      c->id ? c->id : "");
+		return -EINVAL;
+	}
+	if (c->network) {
+		agent_err_set(e, "networking is not implemented by this agent");
+		return -ENOSYS;
+	}
+	if (!agent_valid_id(name) || template_dir(a, name, dir, sizeof(dir)) < 0 ||
+	    join(path, sizeof(path), dir, TEMPLATE_DELETED) < 0 ||
+	    access(path, F_OK) == 0 ||
+	    join(path, sizeof(path), dir, TEMPLATE_JSON) < 0 ||
+	    ember_read_file(path, 1 << 16, &text, NULL) < 0 ||
+	    !(j = json_loads(text, 0, NULL)) ||
+	    json_unpack(j, "{s:i, s:I, s:s, s:s}", "vcpus", &vcpus,
+			"memory_mib", &mem, "header", &hdr, "token", &token) < 0) {
+		free(text);
+		json_decref(j);
+		agent_err_set(e, "snapshot template %s not found", name);
+		return -ENOENT;
+	}
+	free(text);
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		json_decref(j);
+		return -ENOMEM;
+	}
+	snprintf(s->id, sizeof(s->id), "%s", c->id);
+	snprintf(s->template_name, sizeof(s->template_name), "%s",
+		 c->template_name && *c->template_name ? c->template_name : name);
+	snprintf(s->snapshot_template, sizeof(s->snapshot_template), "%s", name);
+	snprintf(s->snap_header, sizeof(s->snap_header), "%s", hdr);
+	snprintf(old_token, sizeof(old_token), "%s", token);
+	json_decref(j);
+	s->state = SBX_STARTING;
+	s->vcpus = (unsigned)vcpus;
+	s->memory_mib = (uint64_t)mem;
+	s->snap_generations = 1;
+	s->created_ms = (int64_t)(ember_realtime_ns() / 1000000);
+	s->metadata = c->metadata ? json_deep_copy(c->metadata) : json_object();
+	s->env = c->env ? json_deep_copy(c->env) : json_object();
+	snprintf(s->token, sizeof(s->token), "%s", old_token);
+
+	rc = sandbox_add(a, s, e);
+	if (rc == -EEXIST) {
+		sandbox_free(s);
+		return rc;
+	}
+	if (rc < 0)
+		goto fail;
+	olog_info(s->id, "creating from snapshot template %s (%u vCPUs, %" PRIu64 " MiB)",
+		  name, s->vcpus, s->memory_mib);
+	if ((rc = sbx_path(&a->cfg, s->id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
+	    (rc = sbx_path(&a->cfg, s->id, P_ROOTFS, rootfs, sizeof(rootfs))) < 0 ||
+	    (rc = join(path, sizeof(path), dir, "rootfs.ext4")) < 0) {
+		agent_err_set(e, "sandbox paths: %s", strerror(-rc));
+		goto fail;
+	}
+	if ((rc = link_chain(dir, snap, s->snap_header, e)) < 0)
+		goto fail;
+	if ((rc = disk_copy(path, rootfs, &reflinked)) < 0) {
+		agent_err_set(e, "cannot copy %s to %s: %s", path, rootfs,
+			      strerror(-rc));
+		goto fail;
+	}
+	struct sandbox copy;
+	char token_new[AGENT_TOKEN_LEN + 1];
+	sandbox_apply(a, s->id, sandbox_copy_fn, &copy);
+	random_token(token_new);
+	rc = restore(a, &copy, token_new, &vmm, &uffd, e);
+	if (rc < 0)
+		goto fail;
+	sandbox_end(a, s->id, SBX_RUNNING);
+	olog_info(s->id, "running after %" PRIu64 " ms (from %s; VMM pid %d, page server pid %d)",
+		  (ember_now_ns() - t0) / 1000000, name, (int)vmm, (int)uffd);
+	*out = calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	sandbox_apply(a, c->id, sandbox_dup_fn, *out);
+	return 0;
+
+fail:
+	olog_error(s->id, "create from %s failed: %s", name, e->msg);
+	sandbox_discard(a, s);
+	return rc;
+}
+
+int snapshot_template_delete(struct agent *a, const char *name,
+			     bool *files_kept, struct agent_err *e)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	int rc;
+
+	*files_kept = false;
+	if (!agent_valid_id(name) || template_dir(a, name, dir, sizeof(dir)) < 0 ||
+	    join(path, sizeof(path), dir, TEMPLATE_DELETED) < 0 ||
+	    access(dir, F_OK) < 0 || access(path, F_OK) == 0) {
+		agent_err_set(e, "snapshot template %s not found", name);
+		return -ENOENT;
+	}
+	/* The marker first: no new sandbox starts from it from now on. */
+	rc = ember_write_file_atomic(path, "", 0, 0600);
+	if (rc < 0) {
+		agent_err_set(e, "cannot write %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (sandbox_template_users(a, name) > 0) {
+		*files_kept = true;
+		olog_info(name, "template deleted; its files stay while sandboxes use it");
+		return 0;
+	}
+	snapshot_template_release(a, name);
+	return 0;
+}
+
+void snapshot_template_release(struct agent *a, const char *name)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	int rc;
+
+	if (template_dir(a, name, dir, sizeof(dir)) < 0 ||
+	    join(path, sizeof(path), dir, TEMPLATE_DELETED) < 0 ||
+	    access(path, F_OK) < 0 || sandbox_template_users(a, name) > 0)
+		return;
+	rc = ns_remove_tree(dir);
+	if (rc < 0)
+		olog_warn(name, "cannot remove %s: %s", dir, strerror(-rc));
+	else
+		olog_info(name, "template files removed");
+}
+

@@ -611,6 +611,8 @@ static int snapshot_load(struct vmm *vmm, json_t *body, char *err,
 		rc = vm_snapshot_load(&load, &vm, err, errlen);
 	}
 	if (!rc) {
+		/* TODO(snapshot): vmm->cfg keeps its defaults, so GET
+		 * /vm/config does not show the loaded machine. */
 		vmm->vm = vm;
 		vmm->state = load.resume_vm ? VMM_RUNNING : VMM_PAUSED;
 		wake_main(vmm);

@@ -331,6 +331,8 @@ static bool page_is_zero(const uint8_t *p)
 /* Writes the pages of region r chosen by bitmap (all when NULL), skipping
  * all-zero ones in a full write (the file is sparse). Contiguous pages go
  * out in one write. */
+/* TODO(snapshot): with the Uffd backend a full snapshot reads every page
+ * through the page server; if it has died, this blocks (no timeout). */
 static int write_region(int fd, const struct mem_region *r,
 			const uint64_t *bitmap)
 {

@@ -129,9 +129,6 @@ s2=$(rpc ReadFile "{\"sandboxId\":\"$ID\",\"path\":\"/root/e2e/file.txt\"}")
 [ "$s" = 200 ] && [ "$s2" = 404 ] && pass "DeleteFile: gone afterwards" ||
 	bad "DeleteFile answered $s, then ReadFile $s2"
 
-s=$(rpc PauseSandbox "{\"sandboxId\":\"$ID\"}")
-echo "INFO: PauseSandbox answered $s: $(cat "$T/out")"
-
 curl -sS "http://127.0.0.1:$(cat "$T/port")/metrics" | grep -q 'ember_agent_sandboxes{state="running"} 1' &&
 	pass "/metrics counts 1 running sandbox" || bad "/metrics"
 

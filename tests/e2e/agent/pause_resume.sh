@@ -8,7 +8,9 @@
 # snapshot: the VMM is gone, exec is refused); two resumes at once (one
 # wins, the other gets a conflict); the file and the process are still
 # there and the guest answers with its new token; pause again (a diff) and
-# resume again; destroy, and nothing is left (VMM, page server, files).
+# resume again; kill -9 the agent during a third pause and restart it: the
+# sandbox is running or paused (then it resumes), with its state; destroy,
+# and nothing is left (VMM, page server, files).
 # Exit 0: passed; 77: skipped; 1: failed.
 set -uo pipefail
 . "$(dirname "$0")/../lib.sh"
@@ -36,11 +38,15 @@ bad() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 T=$(host_scratch agent-pause)
 RUN=$(mktemp -d /run/ember-e2e-agent.XXXXXX)
-"$AGENT" --listen 127.0.0.1:0 --port-file "$T/port" --state-dir "$T/state" \
-	--run-dir "$RUN" --vmm-bin "$VMM" --uffd-bin "$UFFD" \
-	--kernel "$ART/vmlinux" --rootfs "$ROOTFS" \
-	--boot-timeout ${EMBER_AGENT_BOOT_TIMEOUT:-240} 2>"$T/agent.log" &
-apid=$!
+start_agent() {
+	rm -f "$T/port"
+	"$AGENT" --listen 127.0.0.1:0 --port-file "$T/port" --state-dir "$T/state" \
+		--run-dir "$RUN" --vmm-bin "$VMM" --uffd-bin "$UFFD" \
+		--kernel "$ART/vmlinux" --rootfs "$ROOTFS" \
+		--boot-timeout ${EMBER_AGENT_BOOT_TIMEOUT:-240} 2>>"$T/agent.log" &
+	apid=$!
+}
+start_agent
 cleanup() {
 	kill "$apid" 2>/dev/null
 	wait "$apid" 2>/dev/null
@@ -155,6 +161,29 @@ s=$(rpc ResumeSandbox "{\"sandboxId\":\"$ID\"}")
 	{ bad "second ResumeSandbox answered $s: $(cat "$T/out")"; dump_logs; exit 1; }
 vmm3=$(field "$T/out" 'j["sandbox"]["vmmPid"]')
 check_state "after the second resume"
+
+# kill -9 the agent while it pauses; a restarted agent finds the sandbox
+# either running or paused, never lost.
+rpc PauseSandbox "{\"sandboxId\":\"$ID\"}" "$T/p9" >/dev/null 2>&1 &
+sleep 0.5
+kill -9 "$apid"
+wait "$apid" 2>/dev/null
+wait
+start_agent
+for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.1; done
+[ -s "$T/port" ] || { tail "$T/agent.log"; fail "the agent did not restart"; }
+U="http://127.0.0.1:$(cat "$T/port")/ember.hostagent.v1.HostAgent"
+st=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["state"])' "$T/state/sandboxes/$ID/state.json")
+case $st in
+running) pass "after kill -9 during a pause and a restart: running" ;;
+paused)
+	s=$(rpc ResumeSandbox "{\"sandboxId\":\"$ID\"}")
+	[ "$s" = 200 ] && pass "after kill -9 during a pause and a restart: paused, and it resumes" ||
+		bad "resume after the restart answered $s: $(cat "$T/out")" ;;
+*) bad "after kill -9 during a pause and a restart: $st" ;;
+esac
+vmm3=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vmm_pid"])' "$T/state/sandboxes/$ID/state.json")
+check_state "after the agent's restart"
 
 s=$(rpc DestroySandbox "{\"sandboxId\":\"$ID\"}")
 [ "$s" = 200 ] && pass "DestroySandbox" || bad "DestroySandbox answered $s: $(cat "$T/out")"

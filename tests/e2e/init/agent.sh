@@ -182,6 +182,10 @@ fi
 if grep -qi 'error\|warn' "$T/vmm.log"; then
 	echo "--- vmm log"; cat "$T/vmm.log"
 fi
+# On a failure, the guest's side too (a panic or an oops shows here).
+if [ "$failures" -ne 0 ]; then
+	echo "--- guest console (last 60 lines)"; tail -n 60 "$T/console"
+fi
 
 echo "$failures failed"
 [ "$failures" -eq 0 ]

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* ember-agent: the state machine, the path layout and request decoding. */
+/* ember-agent: the state machine, the path layout, request decoding, and
+ * snapshot templates' reference counting (no VM needed). */
 #include "../../../src/ember-agent/rpc.c"
 
 #include "../../test.h"
@@ -85,10 +86,100 @@ static int test_decode(void)
 	return 0;
 }
 
+/* A CreateSandbox naming a snapshot template: base_image shares its union
+ * (the agent once read it as a pointer and crashed). */
+static int test_decode_template_source(void)
+{
+	const ProtobufCMessageDescriptor *d =
+		&ember__hostagent__v1__create_sandbox_request__descriptor;
+	const char *j = "{\"sandboxId\":\"c1\",\"snapshotTemplate\":\"t1\"}";
+	struct agent_err e = { "" };
+	ProtobufCMessage *m;
+
+	REQUIRE(decode_request(d, BODY_JSON, (const uint8_t *)j, strlen(j), &m, &e) == 0);
+	EmberCreateSandboxRequest *q = (EmberCreateSandboxRequest *)m;
+	CHECK(q->source_case ==
+	      EMBER__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__SOURCE_SNAPSHOT_TEMPLATE);
+	CHECK(strcmp(q->snapshot_template, "t1") == 0);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+static void make_template(const char *state, const char *name)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/templates/%s", state, name);
+	ember_mkdir_p(path, 0700);
+	strcat(path, "/template.json");
+	const char *j = "{\"vcpus\":1,\"memory_mib\":128,\"header\":\"x.hdr\",\"token\":\"ab\"}";
+	ember_write_file_atomic(path, j, strlen(j), 0600);
+}
+
+static bool template_exists(const char *state, const char *name)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/templates/%s", state, name);
+	return access(path, F_OK) == 0;
+}
+
+/* DeleteSnapshot keeps a template's files while a sandbox names it and
+ * removes them with the last one; a deleted template spawns nothing. */
+static int test_template_refcount(void)
+{
+	char tmp[] = "/tmp/test-agent-XXXXXX";
+	struct agent a;
+	struct agent_err e = { "" };
+	struct sandbox *s = calloc(1, sizeof(*s)), *out = NULL;
+	bool kept = true;
+
+	REQUIRE(mkdtemp(tmp) != NULL && s != NULL);
+	memset(&a, 0, sizeof(a));
+	snprintf(a.cfg.state_dir, sizeof(a.cfg.state_dir), "%s/state", tmp);
+	snprintf(a.cfg.run_dir, sizeof(a.cfg.run_dir), "%s/run", tmp);
+	pthread_mutex_init(&a.lock, NULL);
+	make_template(a.cfg.state_dir, "t1");
+	make_template(a.cfg.state_dir, "t2");
+
+	/* A sandbox spawned from t1 (no VMM: only its record). */
+	snprintf(s->id, sizeof(s->id), "c1");
+	snprintf(s->snapshot_template, sizeof(s->snapshot_template), "t1");
+	s->state = SBX_RUNNING;
+	s->metadata = json_object();
+	s->env = json_object();
+	REQUIRE(sandbox_add(&a, s, &e) == 0);
+	CHECK(sandbox_template_users(&a, "t1") == 1);
+	CHECK(sandbox_template_users(&a, "t2") == 0);
+
+	CHECK(snapshot_template_delete(&a, "t1", &kept, &e) == 0 && kept);
+	CHECK(template_exists(a.cfg.state_dir, "t1"));
+	CHECK(snapshot_template_delete(&a, "t1", &kept, &e) == -ENOENT);
+	struct create_args ca = { .id = "c2" };
+	CHECK(snapshot_spawn(&a, &ca, "t1", &out, &e) == -ENOENT);
+	CHECK(strstr(e.msg, "not found") != NULL);
+	CHECK(snapshot_spawn(&a, &ca, "nope", &out, &e) == -ENOENT);
+
+	CHECK(snapshot_template_delete(&a, "t2", &kept, &e) == 0 && !kept);
+	CHECK(!template_exists(a.cfg.state_dir, "t2"));
+	CHECK(snapshot_template_delete(&a, "nope", &kept, &e) == -ENOENT);
+
+	/* The last user goes: so do the files. */
+	CHECK(sandbox_destroy(&a, "c1", &e) == 0);
+	CHECK(!template_exists(a.cfg.state_dir, "t1"));
+	CHECK(sandbox_destroy(&a, "c1", &e) == -ENOENT);
+
+	ns_remove_tree(tmp);
+	pthread_mutex_destroy(&a.lock);
+	return 0;
+}
+
 int main(void)
 {
 	test_states();
 	test_paths();
 	test_decode();
+	test_decode_template_source();
+	test_template_refcount();
 	return test_summary("agent");
 }
