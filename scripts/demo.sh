@@ -88,13 +88,15 @@ run() {
 }
 # capture VAR CMD...: like run, keeping stdout in VAR.
 capture() {
-	local var=$1 out rc
+	local _var=$1 _out _rc _shown
 	shift
-	printf '   $ %s\n' "$*"
-	out=$("$@" 2>"$work/last.err")
-	rc=$?
-	[ "$rc" = 0 ] || { sed 's/^/     /' "$work/last.err" >&2; fail "'$*' exited $rc"; }
-	printf -v "$var" '%s' "$out"
+	_shown="$*"
+	case "$_shown" in *$'\n'*) _shown="${_shown%%$'\n'*} ..." ;; esac
+	printf '   $ %s\n' "$_shown"
+	_out=$("$@" 2>"$work/last.err")
+	_rc=$?
+	[ "$_rc" = 0 ] || { sed 's/^/     /' "$work/last.err" >&2; fail "'$*' exited $_rc"; }
+	printf -v "$_var" '%s' "$_out"
 }
 jget() { python3 -c 'import json,sys; d=json.load(sys.stdin)
 for k in sys.argv[1].split("."): d=d[k] if not k.isdigit() else d[int(k)]
@@ -215,7 +217,7 @@ for c in "$sb" "${clones[@]}"; do
 	run "$ember" -q sandbox kill "$c"
 done
 run "$ember" snapshot delete demo-template
-capture leftover host_sh "
+capture leftover host_sh "# look for processes, files, sockets, mounts and network devices left
 n=0
 for p in \$(pgrep -x ember-vmm) \$(pgrep -x ember-uffd); do echo \"process left: \$p\"; n=1; done
 for d in $agent_state/sandboxes $agent_state/templates $agent_run/vms; do

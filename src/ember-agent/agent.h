@@ -8,7 +8,7 @@
  *   vmm_client.c  the Firecracker API client (libcurl over a Unix socket)
  *   disk.c        the private rootfs copy (reflink, else sparse copy)
  *   ns.c          path layout; starting the VMM in its own mount namespace
- *   snapshot.c    pause, resume, snapshot templates (not done yet)
+ *   snapshot.c    pause, resume, snapshot templates
  *   metrics.c     counters for GET /metrics
  *
  * Every function returns 0 or a negative errno unless its comment says

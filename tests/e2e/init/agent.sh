@@ -182,9 +182,12 @@ fi
 if grep -qi 'error\|warn' "$T/vmm.log"; then
 	echo "--- vmm log"; cat "$T/vmm.log"
 fi
-# On a failure, the guest's side too (a panic or an oops shows here).
+# On a failure, the guest's side too (a panic or an oops shows here), and
+# the host kernel's last lines (KVM's complaints; in the nested host, whose
+# SVM is emulated, also faults of the host itself).
 if [ "$failures" -ne 0 ]; then
 	echo "--- guest console (last 60 lines)"; tail -n 60 "$T/console"
+	echo "--- host kernel log (last 20 lines)"; dmesg 2>/dev/null | tail -n 20
 fi
 
 echo "$failures failed"
