@@ -47,7 +47,7 @@ test: build
 unit: programs-asan
 	@python3 tests/run.py --suite unit --suite kvm
 
-demo: build
+demo: programs artifacts
 	@scripts/demo.sh
 
 bench: build

@@ -82,8 +82,33 @@ def bench_boot(env):
                     r["vmm_rss_overhead_kib"] <= 3072))
 
 
+def bench_platform(env):
+    """Pause, resume, spawn and exec through ember-agent (bench/platform_bench.py)."""
+    r = in_host(env, ["python3", os.path.join(ROOT, "bench", "platform_bench.py"),
+                      "--agent", os.path.join(BUILD, "src", "ember-agent",
+                                              "ember-agent"),
+                      "--artifacts", os.path.join(BUILD, "artifacts")])
+    for k, v in r.pop("_notes", {}).items():
+        notes[k] = v
+    results.update(r)
+    if "pause_bytes_idle_second" in r:
+        limit = 0.05 * r["pause_guest_mib"] * 1024 * 1024
+        targets.append(("pause_bytes_idle_second under 5% of guest memory",
+                        r["pause_bytes_idle_second"] < limit))
+    if "resume_faults_lazy" not in r:
+        notes.setdefault("resume_faults_lazy", "not read from ember-uffd")
+    if r.get("spawn_runs", 10) < 10:
+        notes["spawn_ready_ms"] = (f"median of {r['spawn_runs']}, not 10: "
+                                   "clones are slow in the nested host")
+    notes["exec_rtt_ms"] = ("exec of `true` through ember-agent's RPC "
+                            "(agent-level; emberd's REST adds one hop)")
+    notes.setdefault("resume_ready_ms_eager", "no eager resume mode in the agent")
+    notes.setdefault("resume_ready_ms_prefetch",
+                     "the agent does not pass --prefetch to ember-uffd yet")
+
+
 HOST_BENCHES = [bench_uffd, bench_init]
-GUEST_BENCHES = [bench_boot]
+GUEST_BENCHES = [bench_boot, bench_platform]
 
 
 def main():

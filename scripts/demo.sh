@@ -24,12 +24,16 @@ ember=$build/src/ember/ember
 emberd=$build/src/emberd/emberd
 agent=$build/src/ember-agent/ember-agent
 
-bold=$(tput bold 2>/dev/null || true) plain=$(tput sgr0 2>/dev/null || true)
+bold= plain=
+if [ -t 1 ]; then bold=$(tput bold 2>/dev/null || true) plain=$(tput sgr0 2>/dev/null || true); fi
+# Commands are shown as a user would type them: `ember ...`.
+export PATH=$build/src/ember:$PATH
+ember=ember
 say() { printf '%s\n' "$*"; }
 fail() { printf '\n%sdemo failed:%s %s\n' "$bold" "$plain" "$*" >&2; exit 1; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
-for f in "$nested" "$ember" "$emberd" "$agent" "$art/vmlinux" "$art/rootfs.ext4"; do
+for f in "$nested" "$build/src/ember/ember" "$emberd" "$agent" "$art/vmlinux" "$art/rootfs.ext4"; do
 	[ -e "$f" ] || fail "$f is missing: run 'make build' first"
 done
 
@@ -79,20 +83,24 @@ done_step() {
 	times+=("$dt")
 	printf '   (%d.%03d s)\n' $((dt / 1000)) $((dt % 1000))
 }
+# show CMD...: prints a command the way it could be pasted into a shell.
+show() { printf '   $'; printf ' %q' "$@"; printf '\n'; }
 # run CMD...: shows a command, then runs it; its failure ends the demo.
 run() {
-	printf '   $ %s\n' "$*"
+	show "$@"
 	"$@" 2>"$work/last.err" | sed 's/^/     /'
 	local rc=${PIPESTATUS[0]}
 	[ "$rc" = 0 ] || { sed 's/^/     /' "$work/last.err" >&2; fail "'$*' exited $rc"; }
 }
 # capture VAR CMD...: like run, keeping stdout in VAR.
 capture() {
-	local _var=$1 _out _rc _shown
+	local _var=$1 _out _rc
 	shift
-	_shown="$*"
-	case "$_shown" in *$'\n'*) _shown="${_shown%%$'\n'*} ..." ;; esac
-	printf '   $ %s\n' "$_shown"
+	if [ "$1" = host_sh ]; then
+		printf '   (inside the host) %s\n' "${HOST_SH_SAYS:-a check}"
+	else
+		show "$@"
+	fi
 	_out=$("$@" 2>"$work/last.err")
 	_rc=$?
 	[ "$_rc" = 0 ] || { sed 's/^/     /' "$work/last.err" >&2; fail "'$*' exited $_rc"; }
@@ -132,7 +140,8 @@ curl -sf -H 'Content-Type: application/json' -d '{}' \
 	"$agent_url/ember.hostagent.v1.HostAgent/GetHostInfo" >/dev/null ||
 	{ tail -20 "$work/agent.log" >&2; fail "ember-agent did not answer at $agent_url"; }
 db=$work/emberd.db
-key=$("$emberd" keys create --name demo --db "$db") || fail "emberd keys create failed"
+key=$("$emberd" keys create --name demo --db "$db" 2>"$work/keys.err") ||
+	{ cat "$work/keys.err" >&2; fail "emberd keys create failed"; }
 "$emberd" --db "$db" --listen "127.0.0.1:$api_port" --agent "$agent_url" \
 	--kernel "$art/vmlinux" --rootfs "$art/rootfs.ext4" \
 	--default-vcpus 1 --default-memory 256M >"$work/emberd.log" 2>&1 &
@@ -161,13 +170,14 @@ step "2. Write a file and start a background process"
 printf 'written by the Ember demo at %s\n' "$(date -u +%FT%TZ)" >"$work/note.txt"
 run "$ember" sandbox cp "$work/note.txt" "$sb:/root/note.txt"
 run "$ember" sandbox exec "$sb" -- sh -c \
-	'setsid sh -c "i=0; while :; do i=\$((i+1)); echo \$i > /root/ticks; sleep 1; done" </dev/null >/dev/null 2>&1 & echo "background counter started, pid $!"'
+	'setsid sh -c "i=0; while :; do i=\$((i+1)); echo \$i > /root/ticks.new; mv /root/ticks.new /root/ticks; sleep 1; done" </dev/null >/dev/null 2>&1 & echo "background counter started, pid $!"'
 sleep 2
+say "     the counter after two seconds:"
 run "$ember" sandbox exec "$sb" -- cat /root/ticks
 done_step
 
 step "3. Pause the sandbox (frozen to disk, memory freed), then resume it"
-capture vmm_rss host_sh "for p in \$(pgrep -x ember-vmm); do grep -q '$sb' /proc/\$p/cmdline && awk '/VmRSS/ {print \$2}' /proc/\$p/status; done | head -1"
+HOST_SH_SAYS="the VMM's resident memory" capture vmm_rss host_sh "for p in \$(pgrep -x ember-vmm); do grep -q '$sb' /proc/\$p/cmdline && awk '/VmRSS/ {print \$2}' /proc/\$p/status; done | head -1"
 capture pause_json "$ember" --json sandbox pause "$sb"
 say "$pause_json" | python3 -c '
 import json, sys
@@ -178,7 +188,7 @@ print("     state:", d.get("state"), "| generation", p.get("generation"),
       "| disk: %.0f MiB" % (p.get("disk_bytes", 0) / 1048576))
 '
 [ -n "$vmm_rss" ] && say "     memory freed: $((vmm_rss / 1024)) MiB (the VMM's resident memory before the pause; no VMM runs now)"
-capture left host_sh "n=0; for p in \$(pgrep -x ember-vmm); do grep -q '$sb' /proc/\$p/cmdline && n=\$((n+1)); done; echo \$n"
+HOST_SH_SAYS="is a VMM of the sandbox still running?" capture left host_sh "n=0; for p in \$(pgrep -x ember-vmm); do grep -q '$sb' /proc/\$p/cmdline && n=\$((n+1)); done; echo \$n"
 [ "$left" = 0 ] || fail "a VMM of $sb still runs while paused"
 run "$ember" sandbox resume "$sb"
 run "$ember" sandbox exec "$sb" -- cat /root/note.txt
@@ -217,7 +227,7 @@ for c in "$sb" "${clones[@]}"; do
 	run "$ember" -q sandbox kill "$c"
 done
 run "$ember" snapshot delete demo-template
-capture leftover host_sh "# look for processes, files, sockets, mounts and network devices left
+HOST_SH_SAYS="look for leftover processes, files, sockets, mounts and network devices" capture leftover host_sh "# look for processes, files, sockets, mounts and network devices left
 n=0
 for p in \$(pgrep -x ember-vmm) \$(pgrep -x ember-uffd); do echo \"process left: \$p\"; n=1; done
 for d in $agent_state/sandboxes $agent_state/templates $agent_run/vms; do

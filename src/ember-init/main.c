@@ -849,6 +849,12 @@ int main(int argc, char **argv)
 			return EMBER_EXIT_USAGE;
 		}
 	}
+	if (getpid() != 1 && pid1_mode < 0 && !listen_spec) {
+		fprintf(stderr, "ember-init: not PID 1: this is the guest's init; "
+				"to run it as a normal process give --listen "
+				"(and --token), or --no-pid1\n");
+		return EMBER_EXIT_USAGE;
+	}
 	agent.guest = pid1_mode >= 0 ? pid1_mode == 1 : getpid() == 1;
 	ensure_std_fds();
 	if (agent.guest) {

@@ -184,6 +184,9 @@ static int report_error(long status, const struct buf *b)
 	else
 		fprintf(stderr, "ember: %s (HTTP %ld)\n",
 			msg ? msg : "request failed", status);
+	if (status == 401 && !g.json && (!g.key || !*g.key))
+		fprintf(stderr, "ember: no API key given: set EMBER_API_KEY or "
+				"--api-key (emberd keys create makes one)\n");
 	json_decref(j);
 	return exit_for_status(status);
 }

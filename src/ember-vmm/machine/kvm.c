@@ -484,6 +484,12 @@ static bool translate(struct machine *m, const struct kvm_sregs *s,
 	return true;
 }
 
+/*
+ * Logs a vCPU's registers and the bytes at RIP. On AMD hosts KVM resets the
+ * vCPU to its power-on state before reporting a triple fault
+ * (KVM_EXIT_SHUTDOWN), so a dump after one shows RIP=0xfff0 and CS base
+ * 0xffff0000: that is not a sign that the guest asked for a reboot.
+ */
 void machine_dump_vcpu(struct machine *m, unsigned index)
 {
 	struct machine_vcpu *v = &m->vcpus[index];

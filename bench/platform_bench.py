@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Platform benchmarks through ember-agent: pause, resume, spawn, exec.
+
+Runs where Linux guests run (inside the nested host here; bench/run.py
+starts it there through in_host). Starts its own ember-agent on a free
+localhost port (state under /var/lib/ember/bench-<pid>, run files under
+/run/ember-bench-<pid>), drives it through its Connect RPC with JSON bodies
+and measures, from this side of the RPC:
+
+  pause_ms                  first PauseSandbox of a 256 MiB sandbox (wall)
+  pause_bytes_first         memory layer bytes the agent reports for it
+  pause_bytes_idle_second   the same for the second pause, after a resume
+                            and an idle period (a diff layer)
+  resume_ready_ms_lazy      ResumeSandbox (which waits for the guest agent)
+                            plus one Exec of `true`, median of the resumes
+                            (resume_rpc_ms: the ResumeSandbox call alone)
+  resume_faults_lazy        faults ember-uffd served until then (its metrics
+                            line in uffd.log, asked for with SIGUSR1)
+  spawn_ready_ms            CreateSandbox from a snapshot template to a
+                            ready clone, median of --spawn-runs
+  spawn_parallel_10_ms      N clones at once until all are ready (N=10 when
+                            the host's free memory allows; spawn_parallel_n)
+  exec_rtt_ms               Exec of `true` through the agent (agent-level:
+                            emberd's REST adds one more hop), median of 10
+
+Everything it creates is destroyed at the end, also on errors, and the
+agent is stopped. Progress goes to stderr; one JSON object is printed on
+the last line of stdout.
+"""
+import argparse
+import base64
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SVC = "/ember.hostagent.v1.HostAgent/"
+
+
+def log(msg):
+    print(f"bench-platform: {msg}", file=sys.stderr, flush=True)
+
+
+def ms(seconds):
+    return round(seconds * 1000, 1)
+
+
+class RpcError(RuntimeError):
+    def __init__(self, method, status, body):
+        super().__init__(f"{method} answered {status}: {body[:300]}")
+        self.status = status
+
+
+class Agent:
+    """A client of one ember-agent's Connect RPC (JSON)."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def _post(self, method, body, ctype, timeout):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request("POST", SVC + method, body=body,
+                      headers={"Content-Type": ctype})
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def call(self, method, req, timeout=300):
+        status, body = self._post(method, json.dumps(req).encode(),
+                                  "application/json", timeout)
+        if status != 200:
+            raise RpcError(method, status, body.decode(errors="replace"))
+        return json.loads(body) if body else {}
+
+    def exec(self, sid, argv, timeout=120):
+        """One Exec; returns (exit code, stdout bytes)."""
+        body = json.dumps({"sandboxId": sid, "argv": argv}).encode()
+        status, data = self._post("Exec", struct.pack(">BI", 0, len(body)) +
+                                  body, "application/connect+json", timeout)
+        if status != 200:
+            raise RpcError("Exec", status, data.decode(errors="replace"))
+        code, out = None, b""
+        while data:
+            flags, n = struct.unpack(">BI", data[:5])
+            m = json.loads(data[5:5 + n] or b"{}")
+            data = data[5 + n:]
+            if flags & 2:
+                if m.get("error"):
+                    raise RpcError("Exec", status, json.dumps(m["error"]))
+                break
+            if "stdoutData" in m:
+                out += base64.b64decode(m["stdoutData"])
+            if "exit" in m:
+                code = m["exit"].get("exitCode", 0)
+        if code is None:
+            raise RuntimeError(f"Exec in {sid}: the stream ended without an exit")
+        return code, out
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def procs_with_id(prefix):
+    """(pid, comm) of ember-vmm/ember-uffd processes whose --id starts with
+    prefix: only what this run started."""
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv or os.path.basename(argv[0]) not in (b"ember-vmm",
+                                                         b"ember-uffd"):
+            continue
+        for i, a in enumerate(argv[:-1]):
+            if a == b"--id" and argv[i + 1].decode(errors="replace").startswith(prefix):
+                found.append((int(p), os.path.basename(argv[0]).decode()))
+    return found
+
+
+def uffd_faults(state, sid, prefix, timeout=10):
+    """Asks the sandbox's ember-uffd for its metrics (SIGUSR1) and reads the
+    fault count from the line it logs into uffd.log."""
+    path = os.path.join(state, "sandboxes", sid, "uffd.log")
+    pids = [p for p, comm in procs_with_id(sid) if comm == "ember-uffd"]
+    if len(pids) != 1:
+        raise RuntimeError(f"{len(pids)} ember-uffd processes for {sid}")
+    with open(path, "rb") as f:
+        before = len(f.read())
+    os.kill(pids[0], signal.SIGUSR1)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        with open(path, "rb") as f:
+            text = f.read()[before:].decode(errors="replace")
+        m = re.findall(r"faults (\d+), bytes copied (\d+)", text)
+        if m:
+            return int(m[-1][0]), int(m[-1][1])
+        time.sleep(0.05)
+    raise RuntimeError(f"no metrics line in {path} after SIGUSR1")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agent", default=os.path.join(
+        ROOT, "build", "src", "ember-agent", "ember-agent"))
+    ap.add_argument("--artifacts", default=os.path.join(ROOT, "build",
+                                                        "artifacts"))
+    ap.add_argument("--resume-runs", type=int, default=3)
+    ap.add_argument("--spawn-runs", type=int, default=3)
+    ap.add_argument("--exec-runs", type=int, default=10)
+    ap.add_argument("--parallel", type=int, default=10)
+    ap.add_argument("--idle", type=float, default=5.0,
+                    help="seconds the sandbox idles before each pause")
+    a = ap.parse_args()
+
+    # SIGTERM (ember-nested exec --timeout, the driver) still cleans up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    pid = os.getpid()
+    prefix = f"bench{pid}-"
+    state = f"/var/lib/ember/bench-{pid}"
+    run = f"/run/ember-bench-{pid}"
+    os.makedirs(state, exist_ok=True)
+    os.makedirs(run, exist_ok=True)
+    port = free_port()
+    agent_log = open(os.path.join(state, "agent.log"), "wb")
+    proc = subprocess.Popen(
+        [a.agent, "--listen", f"127.0.0.1:{port}", "--state-dir", state,
+         "--run-dir", run, "--kernel", os.path.join(a.artifacts, "vmlinux"),
+         "--rootfs", os.path.join(a.artifacts, "rootfs.ext4"),
+         "--boot-timeout", "240", "--log-level", "warn"],
+        stdout=agent_log, stderr=agent_log, stdin=subprocess.DEVNULL)
+    ag = Agent(port)
+    sandboxes, templates = set(), set()
+    res, notes = {}, {}
+    t_start = time.monotonic()
+    try:
+        for _ in range(100):
+            if proc.poll() is not None:
+                raise RuntimeError(f"ember-agent exited {proc.returncode}")
+            try:
+                info = ag.call("GetHostInfo", {}, timeout=5)
+                break
+            except (OSError, RpcError):
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("ember-agent did not answer")
+        log(f"agent on port {port}: {info.get('freeMemoryMib')} MiB free, "
+            f"{info.get('totalVcpus')} vCPUs")
+
+        def create(sid, **kw):
+            sandboxes.add(sid)
+            return ag.call("CreateSandbox", dict(sandboxId=sid, **kw))
+
+        def destroy(sid):
+            ag.call("DestroySandbox", {"sandboxId": sid})
+            sandboxes.discard(sid)
+
+        def ready_exec(sid):
+            code, _ = ag.exec(sid, ["true"])
+            if code != 0:
+                raise RuntimeError(f"`true` exited {code} in {sid}")
+
+        # ---- pause and resume: one 256 MiB sandbox ----
+        sid = prefix + "pause"
+        t0 = time.monotonic()
+        create(sid, templateName="base", vcpus=1, memoryMib=256)
+        ready_exec(sid)
+        log(f"256 MiB sandbox up in {ms(time.monotonic() - t0)} ms")
+        pauses, resumes, resume_rpc, faults = [], [], [], []
+        for i in range(1 + a.resume_runs):
+            time.sleep(a.idle)
+            t0 = time.monotonic()
+            p = ag.call("PauseSandbox", {"sandboxId": sid})
+            dt = time.monotonic() - t0
+            pauses.append((ms(dt), int(p.get("memoryBytesWritten", 0)),
+                           int(p.get("generation", 0)),
+                           int(p.get("pauseMs", 0))))
+            log(f"pause {i}: {pauses[-1][0]} ms, generation {pauses[-1][2]}, "
+                f"{pauses[-1][1]} memory bytes written")
+            if i == a.resume_runs:
+                break
+            t0 = time.monotonic()
+            ag.call("ResumeSandbox", {"sandboxId": sid})
+            resume_rpc.append(ms(time.monotonic() - t0))
+            ready_exec(sid)
+            resumes.append(ms(time.monotonic() - t0))
+            try:
+                faults.append(uffd_faults(state, sid, prefix))
+            except (OSError, RuntimeError) as e:
+                notes["resume_faults_lazy"] = f"not read: {e}"
+            log(f"resume {i}: ready after {resumes[-1]} ms"
+                + (f", {faults[-1][0]} faults" if faults else ""))
+        res["pause_ms"] = pauses[0][0]
+        res["pause_ms_agent"] = pauses[0][3]
+        res["pause_bytes_first"] = pauses[0][1]
+        if len(pauses) > 1:
+            res["pause_bytes_idle_second"] = pauses[1][1]
+            res["pause_ms_second"] = pauses[1][0]
+        res["pause_guest_mib"] = 256
+        res["resume_ready_ms_lazy"] = statistics.median(resumes)
+        res["resume_rpc_ms"] = statistics.median(resume_rpc)
+        res["resume_runs"] = len(resumes)
+        if faults and len(faults) == len(resumes):
+            res["resume_faults_lazy"] = int(statistics.median(f for f, _ in faults))
+            res["resume_bytes_lazy"] = int(statistics.median(b for _, b in faults))
+        # Exec RTT on the sandbox, running again (its memory partly faulted
+        # in: one warm-up exec first).
+        ag.call("ResumeSandbox", {"sandboxId": sid})
+        ready_exec(sid)
+        rtts = []
+        for _ in range(a.exec_runs):
+            t0 = time.monotonic()
+            ready_exec(sid)
+            rtts.append(ms(time.monotonic() - t0))
+        res["exec_rtt_ms"] = statistics.median(rtts)
+        log(f"exec rtt: {rtts}")
+        destroy(sid)
+
+        # ---- spawn from a snapshot template (128 MiB) ----
+        src = prefix + "src"
+        create(src, templateName="base", vcpus=1, memoryMib=128)
+        ready_exec(src)
+        tmpl = prefix + "tmpl"
+        t0 = time.monotonic()
+        ag.call("CreateSnapshot", {"sandboxId": src, "name": tmpl,
+                                   "stopSource": True})
+        templates.add(tmpl)
+        sandboxes.discard(src)
+        res["snapshot_ms"] = ms(time.monotonic() - t0)
+        log(f"template {tmpl} in {res['snapshot_ms']} ms")
+        spawns = []
+        for i in range(a.spawn_runs):
+            c = f"{prefix}clone{i}"
+            t0 = time.monotonic()
+            create(c, snapshotTemplate=tmpl)
+            spawns.append(ms(time.monotonic() - t0))
+            ready_exec(c)
+            destroy(c)
+            log(f"spawn {i}: {spawns[-1]} ms")
+        res["spawn_ready_ms"] = statistics.median(spawns)
+        res["spawn_runs"] = len(spawns)
+        res["spawn_guest_mib"] = 128
+
+        free = int(ag.call("GetHostInfo", {}).get("freeMemoryMib", 0))
+        # 128 MiB of guest memory each, plus VMM and page server overhead.
+        n = max(1, min(a.parallel, free // 160))
+        res["spawn_parallel_n"] = n
+        if n < a.parallel:
+            notes["spawn_parallel_10_ms"] = (f"{n} clones, not {a.parallel}: "
+                                             f"{free} MiB free in the host")
+        ids = [f"{prefix}par{i}" for i in range(n)]
+        sandboxes.update(ids)
+
+        def one(c):
+            ag.call("CreateSandbox", {"sandboxId": c, "snapshotTemplate": tmpl},
+                    timeout=600)
+            return time.monotonic()
+
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            ends = list(ex.map(one, ids))
+        res["spawn_parallel_10_ms"] = ms(max(ends) - t0)
+        log(f"{n} clones at once: all ready after {res['spawn_parallel_10_ms']} ms")
+        for c in ids:
+            ready_exec(c)
+        for c in ids:
+            destroy(c)
+    except BaseException:
+        agent_log.flush()
+        with open(os.path.join(state, "agent.log"), "rb") as f:
+            tail = f.read().decode(errors="replace").splitlines()[-30:]
+        log("failed; the agent's log ends:\n  " + "\n  ".join(tail))
+        raise
+    finally:
+        for sid in sorted(sandboxes):
+            try:
+                ag.call("DestroySandbox", {"sandboxId": sid}, timeout=60)
+            except (OSError, RpcError) as e:
+                if not (isinstance(e, RpcError) and e.status == 404):
+                    log(f"cleanup: DestroySandbox {sid}: {e}")
+        for t in templates:
+            try:
+                ag.call("DeleteSnapshot", {"name": t}, timeout=60)
+            except (OSError, RpcError) as e:
+                log(f"cleanup: DeleteSnapshot {t}: {e}")
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        agent_log.close()
+        # Whatever the agent could not stop: only processes of this run.
+        for p, comm in procs_with_id(prefix):
+            log(f"cleanup: killing {comm} {p} left behind")
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        if os.environ.get("EMBER_BENCH_KEEP") == "1":
+            log(f"kept {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
+
+    if "resume_faults_lazy" not in res:
+        notes.setdefault("resume_faults_lazy", "ember-uffd's metrics not read")
+    res["exec_rtt_level"] = "agent"
+    res["platform_seconds"] = round(time.monotonic() - t_start, 1)
+    if notes:
+        res["_notes"] = notes
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
