@@ -335,7 +335,6 @@ static int configure(struct vmm *vmm, const struct route *r, const char *id,
 		 * the interface is recorded and shown in GET /vm/config. */
 		return config_put_net(cfg, id, body, err, errlen);
 	case R_VSOCK:
-		/* TODO(vsock): recorded only until the device exists. */
 		return config_set_vsock(cfg, body, err, errlen);
 	case R_ENTROPY:
 		return config_set_entropy(cfg, body, err, errlen);
