@@ -72,7 +72,7 @@ def bench_boot(env):
     vmm = os.path.join(BUILD, "src", "ember-vmm", "ember-vmm")
     art = os.path.join(BUILD, "artifacts")
     r = in_host(env, ["python3", os.path.join(ROOT, "bench", "boot.py"),
-                      "--vmm", vmm, "--kernel", os.path.join(art, "vmlinux"),
+                      "--vmm", vmm, "--kernel", os.path.join(art, "bzImage"),
                       "--rootfs", os.path.join(art, "rootfs.ext4"),
                       "--runs", os.environ.get("EMBER_BENCH_RUNS", "5")])
     results.update(r)
@@ -100,8 +100,9 @@ def bench_platform(env):
     if r.get("spawn_runs", 10) < 10:
         notes["spawn_ready_ms"] = (f"median of {r['spawn_runs']}, not 10: "
                                    "clones are slow in the nested host")
-    notes["exec_rtt_ms"] = ("exec of `true` through ember-agent's RPC "
-                            "(agent-level; emberd's REST adds one hop)")
+    notes["exec_rtt_ms"] = ("agent-level: exec of `true` through ember-agent's "
+                            "RPC and vsock; not yet through emberd's REST "
+                            "(one hop more)")
     notes.setdefault("resume_ready_ms_eager", "no eager resume mode in the agent")
     notes.setdefault("resume_ready_ms_prefetch",
                      "the agent does not pass --prefetch to ember-uffd yet")
