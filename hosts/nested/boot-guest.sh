@@ -67,6 +67,8 @@ while :; do
 		[ -n "$cmd" ] || break
 	fi
 	if [ -n "$cmd" ] && grep -q '^ember-guest: exit ' "$log"; then
+		# Both lines may have arrived since the last look.
+		[ -n "$ready" ] || ! grep -q '^ember-guest: ready' "$log" || ready=$(ms)
 		status=$(sed -n 's/^ember-guest: exit \([0-9]*\).*/\1/p' "$log" | head -n1)
 		break
 	fi
