@@ -84,7 +84,14 @@ done_step() {
 	printf '   (%d.%03d s)\n' $((dt / 1000)) $((dt % 1000))
 }
 # show CMD...: prints a command the way it could be pasted into a shell.
-show() { printf '   $'; printf ' %q' "$@"; printf '\n'; }
+show() {
+	local a
+	printf '   $'
+	for a in "$@"; do
+		if [[ $a =~ ^[A-Za-z0-9_./:=@%+-]+$ ]]; then printf ' %s' "$a"; else printf ' %s' "${a@Q}"; fi
+	done
+	printf '\n'
+}
 # run CMD...: shows a command, then runs it; its failure ends the demo.
 run() {
 	show "$@"
