@@ -21,7 +21,10 @@
  *   CONFIG   (1, index 0)   machine: vCPUs, memory size and slots (guest
  *                           physical address, size, offset in the memory
  *                           file), flags; front end: drives, entropy,
- *                           vsock (to rebuild the same devices)
+ *                           vsock, network interfaces (to rebuild the
+ *                           same devices; the interfaces, u32 n and n x
+ *                           {iface_id, host_dev_name, guest_mac}, only
+ *                           when flag 16 is set)
  *   VCPU     (2, index i)   one per vCPU, i = 0..n-1: regs, sregs, FPU,
  *                           XSAVE, XCRs, LAPIC, MP state, vCPU events,
  *                           debug registers, then u32 n, u32 0 and n MSRs
@@ -55,6 +58,7 @@
 #define VMSTATE_MAX_REGIONS 4
 #define VMSTATE_MAX_DEVICES 32
 #define VMSTATE_MAX_DRIVES 8
+#define VMSTATE_MAX_NETS 4
 #define VMSTATE_MAX_MSRS 1024
 #define VMSTATE_MAX_DEVICE_STATE (1u << 20)
 #define VMSTATE_NAME_MAX 32
@@ -80,6 +84,12 @@ struct vmstate_drive {
 	bool is_root_device, is_read_only;
 };
 
+struct vmstate_net {
+	char iface_id[VMSTATE_ID_MAX];
+	char host_dev_name[16];
+	char guest_mac[18]; /* "" when the driver chose its own */
+};
+
 struct vmstate_config {
 	uint32_t vcpu_count;
 	uint64_t mem_size;
@@ -90,6 +100,8 @@ struct vmstate_config {
 	struct vmstate_drive drives[VMSTATE_MAX_DRIVES];
 	uint32_t vsock_cid;
 	char vsock_uds_path[VMSTATE_PATH_MAX];
+	uint32_t n_nets;
+	struct vmstate_net nets[VMSTATE_MAX_NETS];
 };
 
 struct vmstate_vcpu {

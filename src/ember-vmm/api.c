@@ -331,8 +331,6 @@ static int configure(struct vmm *vmm, const struct route *r, const char *id,
 	case R_DRIVE:
 		return config_put_drive(cfg, id, body, err, errlen);
 	case R_NET:
-		/* TODO(net): the virtio-net device comes with a later issue;
-		 * the interface is recorded and shown in GET /vm/config. */
 		return config_put_net(cfg, id, body, err, errlen);
 	case R_VSOCK:
 		return config_set_vsock(cfg, body, err, errlen);
@@ -495,6 +493,58 @@ static int snapshot_create(struct vmm *vmm, json_t *body, char *err,
 	return rc;
 }
 
+/* Firecracker's network_overrides: [{"iface_id", "host_dev_name"}]. */
+static int net_overrides(json_t *nets, struct vm_snapshot_load *load,
+			 char *err, size_t errlen)
+{
+	static const char *const fields[] = { "iface_id", "host_dev_name",
+					      NULL };
+	size_t i;
+	json_t *o;
+
+	if (!json_is_array(nets)) {
+		snprintf(err, errlen, "network_overrides must be an array.");
+		return -EINVAL;
+	}
+	if (json_array_size(nets) > VM_MAX_NETS) {
+		snprintf(err, errlen,
+			 "network_overrides: a microVM has at most %d network interfaces.",
+			 VM_MAX_NETS);
+		return -EINVAL;
+	}
+	json_array_foreach(nets, i, o) {
+		struct vm_net_override *ov = &load->net_overrides[i];
+		const char *id = NULL, *dev = NULL;
+		int rc;
+
+		if (!json_is_object(o)) {
+			snprintf(err, errlen,
+				 "network_overrides[%zu] must be an object.", i);
+			return -EINVAL;
+		}
+		rc = only_fields(o, fields, "network_overrides", err, errlen);
+		if (!rc)
+			rc = string_field(o, "iface_id", true, &id, err, errlen);
+		if (!rc)
+			rc = string_field(o, "host_dev_name", true, &dev, err,
+					  errlen);
+		if (rc)
+			return rc;
+		if (!id[0] || strlen(id) >= sizeof(ov->iface_id) || !dev[0] ||
+		    strlen(dev) >= sizeof(ov->host_dev_name)) {
+			snprintf(err, errlen,
+				 "network_overrides[%zu]: iface_id must have 1 to %zu characters and host_dev_name 1 to 15.",
+				 i, sizeof(ov->iface_id) - 1);
+			return -EINVAL;
+		}
+		snprintf(ov->iface_id, sizeof(ov->iface_id), "%s", id);
+		snprintf(ov->host_dev_name, sizeof(ov->host_dev_name), "%s",
+			 dev);
+		load->n_net_overrides++;
+	}
+	return 0;
+}
+
 static int snapshot_load(struct vmm *vmm, json_t *body, char *err,
 			 size_t errlen)
 {
@@ -582,13 +632,10 @@ static int snapshot_load(struct vmm *vmm, json_t *body, char *err,
 		snprintf(load.vsock_uds_path, sizeof(load.vsock_uds_path),
 			 "%s", uds);
 	}
-	if (nets && (!json_is_array(nets) || json_array_size(nets))) {
-		/* TODO(snapshot): network_overrides apply to virtio-net,
-		 * which ember-vmm does not have yet; an empty list is
-		 * accepted. */
-		snprintf(err, errlen,
-			 "network_overrides: this ember-vmm has no network devices to override.");
-		return -EINVAL;
+	if (nets) {
+		rc = net_overrides(nets, &load, err, errlen);
+		if (rc)
+			return rc;
 	}
 	snprintf(load.snapshot_path, sizeof(load.snapshot_path), "%s",
 		 state_path);

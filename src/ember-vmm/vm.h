@@ -138,6 +138,13 @@ int vm_snapshot_create(struct vm *vm, enum vm_snapshot_type type,
 
 enum vm_mem_backend { VM_MEM_FILE, VM_MEM_UFFD };
 
+/* network_overrides: another host tap for one of the snapshot's
+ * interfaces. */
+struct vm_net_override {
+	char iface_id[VM_ID_MAX];
+	char host_dev_name[16];
+};
+
 /* PUT /snapshot/load. */
 struct vm_snapshot_load {
 	char snapshot_path[PATH_MAX];
@@ -149,6 +156,8 @@ struct vm_snapshot_load {
 	bool track_dirty_pages;
 	/* vsock_override: a new uds_path for the snapshot's vsock. */
 	char vsock_uds_path[PATH_MAX]; /* "" keeps the snapshot's */
+	struct vm_net_override net_overrides[VM_MAX_NETS];
+	unsigned n_net_overrides;
 	/* From the new VMM, not the snapshot. */
 	char id[VM_ID_MAX];
 	char serial_out_path[PATH_MAX];

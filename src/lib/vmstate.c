@@ -130,7 +130,8 @@ static void end_section(struct wbuf *w, size_t at)
 static void encode_config(struct wbuf *w, const struct vmstate_config *c)
 {
 	uint32_t flags = (c->smt ? 1u : 0) | (c->track_dirty_pages ? 2u : 0) |
-			 (c->entropy ? 4u : 0) | (c->vsock ? 8u : 0);
+			 (c->entropy ? 4u : 0) | (c->vsock ? 8u : 0) |
+			 (c->n_nets ? 16u : 0);
 
 	put_u32(w, c->vcpu_count);
 	put_u32(w, flags);
@@ -150,6 +151,14 @@ static void encode_config(struct wbuf *w, const struct vmstate_config *c)
 	}
 	put_u32(w, c->vsock_cid);
 	put_str(w, c->vsock_uds_path);
+	if (!c->n_nets)
+		return; /* the layout of files written before interfaces */
+	put_u32(w, c->n_nets);
+	for (unsigned i = 0; i < c->n_nets; i++) {
+		put_str(w, c->nets[i].iface_id);
+		put_str(w, c->nets[i].host_dev_name);
+		put_str(w, c->nets[i].guest_mac);
+	}
 }
 
 static void encode_vcpu(struct wbuf *w, const struct vmstate_vcpu *v)
@@ -197,7 +206,7 @@ int vmstate_encode(const struct vmstate *s, uint8_t **buf, size_t *len)
 	*len = 0;
 	if (c->vcpu_count > VMSTATE_MAX_VCPUS ||
 	    c->n_regions > VMSTATE_MAX_REGIONS ||
-	    c->n_drives > VMSTATE_MAX_DRIVES ||
+	    c->n_drives > VMSTATE_MAX_DRIVES || c->n_nets > VMSTATE_MAX_NETS ||
 	    s->n_devices > VMSTATE_MAX_DEVICES)
 		return -EINVAL;
 	for (unsigned i = 0; i < c->vcpu_count; i++)
@@ -334,7 +343,7 @@ static int decode_config(struct rbuf *r, struct vmstate_config *c, char *why,
 	if (c->vcpu_count == 0 || c->vcpu_count > VMSTATE_MAX_VCPUS)
 		return fail(why, why_size, "config section: %u vCPUs",
 			    c->vcpu_count);
-	if (flags & ~15u)
+	if (flags & ~31u)
 		return fail(why, why_size, "config section: unknown flags 0x%x",
 			    flags);
 	c->smt = flags & 1;
@@ -383,6 +392,23 @@ static int decode_config(struct rbuf *r, struct vmstate_config *c, char *why,
 	c->vsock_cid = get_u32(r);
 	if (!get_str(r, c->vsock_uds_path, sizeof(c->vsock_uds_path)))
 		return fail(why, why_size, "config section: bad vsock path");
+	if (!(flags & 16))
+		return 0;
+	c->n_nets = get_u32(r);
+	if (c->n_nets == 0 || c->n_nets > VMSTATE_MAX_NETS)
+		return fail(why, why_size,
+			    "config section: %u network interfaces", c->n_nets);
+	for (unsigned i = 0; i < c->n_nets; i++) {
+		struct vmstate_net *n = &c->nets[i];
+
+		if (!get_str(r, n->iface_id, sizeof(n->iface_id)) ||
+		    !get_str(r, n->host_dev_name, sizeof(n->host_dev_name)) ||
+		    !get_str(r, n->guest_mac, sizeof(n->guest_mac)) ||
+		    !n->host_dev_name[0])
+			return fail(why, why_size,
+				    "config section: bad network interface %u",
+				    i);
+	}
 	return 0;
 }
 

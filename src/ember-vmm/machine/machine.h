@@ -41,6 +41,7 @@
 #define MACHINE_MAX_REGIONS 4
 #define MACHINE_MAX_DEVICES 32
 #define MACHINE_MAX_VCPUS 32
+#define MACHINE_MAX_NETS 4
 
 #define MMIO_HOLE_START 0xd0000000ULL /* 4 GiB - 768 MiB, as Firecracker */
 #define MMIO_HOLE_END 0x100000000ULL
@@ -193,6 +194,8 @@ struct machine {
 	/* Device state the vm.h calls reach. */
 	void *i8042;
 	void *vsock;		/* virtio_vsock.c, for the transport reset */
+	void *nets[MACHINE_MAX_NETS]; /* virtio_net.c, for pause and resume */
+	unsigned n_nets;
 	int serial_out_fd;	/* owned by serial.c when not stdout */
 	bool boot_timer;
 };
@@ -329,5 +332,13 @@ int boot_timer_setup(struct machine *m);
 int virtio_blk_setup(struct machine *m, const char *path, bool read_only,
 		     const char *drive_id);
 int virtio_rng_setup(struct machine *m);
+/* virtio-net on the existing tap device tap_name (of the calling thread's
+ * network namespace); mac is 6 bytes, or NULL to let the driver choose.
+ * -ENODEV when there is no such device. */
+int virtio_net_setup(struct machine *m, const char *tap_name,
+		     const uint8_t *mac);
+/* While on, the network devices write nothing into guest memory (frames
+ * wait in the tap); vm_pause turns it on, vm_resume off. */
+void virtio_net_quiesce(struct machine *m, bool on);
 
 #endif

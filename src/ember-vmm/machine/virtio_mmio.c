@@ -297,6 +297,40 @@ void virtq_push(struct virtio_mmio *t, struct virtq *q, uint16_t head,
 				   q->num * sizeof(struct vring_used_elem) + 2);
 }
 
+size_t virtq_chain_write(struct virtq_chain *ch, size_t off, const void *src,
+			 size_t len)
+{
+	const uint8_t *s = src;
+	size_t done = 0;
+
+	for (unsigned i = 0; i < ch->n && done < len; i++) {
+		struct virtq_buf *b = &ch->bufs[i];
+		size_t n;
+
+		if (!b->device_writes)
+			continue;
+		if (off >= b->len) {
+			off -= b->len;
+			continue;
+		}
+		n = b->len - off < len - done ? b->len - off : len - done;
+		memcpy(b->hva + off, s + done, n);
+		done += n;
+		off = 0;
+	}
+	return done;
+}
+
+size_t virtq_chain_writable(const struct virtq_chain *ch)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < ch->n; i++)
+		if (ch->bufs[i].device_writes)
+			n += ch->bufs[i].len;
+	return n;
+}
+
 void virtio_mmio_signal_used(struct virtio_mmio *t)
 {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);

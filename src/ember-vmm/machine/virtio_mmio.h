@@ -11,6 +11,7 @@
 #define EMBER_VMM_VIRTIO_MMIO_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "machine.h"
@@ -88,6 +89,17 @@ int virtq_pop(struct virtio_mmio *t, struct virtq *q, struct virtq_chain *c);
 /* Returns a chain to the driver with the bytes written into it. */
 void virtq_push(struct virtio_mmio *t, struct virtq *q, uint16_t head,
 		uint32_t written);
+/* Copies len bytes into the device-writable buffers of a chain from
+ * offset off (counted in those buffers only). Returns the bytes copied. */
+size_t virtq_chain_write(struct virtq_chain *c, size_t off, const void *src,
+			 size_t len);
+/* The total length of a chain's device-writable buffers. */
+size_t virtq_chain_writable(const struct virtq_chain *c);
+/* Gives back the chain virtq_pop took last, unused. */
+static inline void virtq_unpop(struct virtq *q)
+{
+	q->last_avail--;
+}
 /* Tells the driver about used buffers (interrupt status bit 0, IRQ). */
 void virtio_mmio_signal_used(struct virtio_mmio *t);
 

@@ -167,12 +167,6 @@ static bool driver_ready(const struct virtio_vsock *v)
 	       !(t->status & VIRTIO_CONFIG_S_NEEDS_RESET);
 }
 
-/* Gives back a chain taken with virtq_pop and not pushed. */
-static void virtq_unpop(struct virtq *q)
-{
-	q->last_avail--;
-}
-
 static struct vsock_conn *conn_find(struct virtio_vsock *v,
 				    uint32_t local_port, uint32_t peer_port)
 {
@@ -274,32 +268,6 @@ static void orphan_rst(struct virtio_vsock *v, uint32_t src_port,
 
 /* ---- guest-bound packets (rx queue) ------------------------------------ */
 
-/* Copies len bytes into the device-writable buffers of a chain from
- * offset off. Returns the bytes copied. */
-static size_t chain_write(struct virtq_chain *ch, size_t off, const void *src,
-			  size_t len)
-{
-	const uint8_t *s = src;
-	size_t done = 0;
-
-	for (unsigned i = 0; i < ch->n && done < len; i++) {
-		struct virtq_buf *b = &ch->bufs[i];
-		size_t n;
-
-		if (!b->device_writes)
-			continue;
-		if (off >= b->len) {
-			off -= b->len;
-			continue;
-		}
-		n = EMBER_MIN(b->len - off, len - done);
-		memcpy(b->hva + off, s + done, n);
-		done += n;
-		off = 0;
-	}
-	return done;
-}
-
 /* The iovecs of the device-writable bytes of a chain from offset off, at
  * most max bytes. Returns the iovec count. */
 static int chain_iov(struct virtq_chain *ch, size_t off, size_t max,
@@ -324,16 +292,6 @@ static int chain_iov(struct virtq_chain *ch, size_t off, size_t max,
 		max -= len;
 		off = 0;
 	}
-	return n;
-}
-
-static size_t chain_writable(const struct virtq_chain *ch)
-{
-	size_t n = 0;
-
-	for (unsigned i = 0; i < ch->n; i++)
-		if (ch->bufs[i].device_writes)
-			n += ch->bufs[i].len;
 	return n;
 }
 
@@ -366,14 +324,14 @@ static size_t conn_rx(struct virtio_vsock *v, struct vsock_conn *c,
 {
 	struct virtio_vsock_hdr h;
 	struct iovec iov[VIRTQ_MAX_CHAIN];
-	size_t room = chain_writable(ch);
+	size_t room = virtq_chain_writable(ch);
 	uint32_t want;
 	ssize_t got;
 	int niov;
 
 	if (c->pending & P_RST) {
 		conn_hdr(v, c, &h, VIRTIO_VSOCK_OP_RST);
-		chain_write(ch, 0, &h, sizeof(h));
+		virtq_chain_write(ch, 0, &h, sizeof(h));
 		conn_free(v, c);
 		return sizeof(h);
 	}
@@ -383,14 +341,14 @@ static size_t conn_rx(struct virtio_vsock *v, struct vsock_conn *c,
 
 		c->pending &= ~(P_REQUEST | P_RESPONSE);
 		conn_hdr(v, c, &h, op);
-		chain_write(ch, 0, &h, sizeof(h));
+		virtq_chain_write(ch, 0, &h, sizeof(h));
 		return sizeof(h);
 	}
 	if (c->pending & P_SHUTDOWN) {
 		c->pending &= ~P_SHUTDOWN;
 		conn_hdr(v, c, &h, VIRTIO_VSOCK_OP_SHUTDOWN);
 		h.flags = VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND;
-		chain_write(ch, 0, &h, sizeof(h));
+		virtq_chain_write(ch, 0, &h, sizeof(h));
 		return sizeof(h);
 	}
 	if (c->pending & (P_CREDIT_UPDATE | P_CREDIT_REQUEST)) {
@@ -402,7 +360,7 @@ static size_t conn_rx(struct virtio_vsock *v, struct vsock_conn *c,
 				      ? ~(unsigned)P_CREDIT_UPDATE
 				      : ~(unsigned)P_CREDIT_REQUEST;
 		conn_hdr(v, c, &h, op);
-		chain_write(ch, 0, &h, sizeof(h));
+		virtq_chain_write(ch, 0, &h, sizeof(h));
 		return sizeof(h);
 	}
 	/* Data: only when established, the host socket may have some, the
@@ -430,7 +388,7 @@ static size_t conn_rx(struct virtio_vsock *v, struct vsock_conn *c,
 			return 0;
 		c->credit_asked = true;
 		conn_hdr(v, c, &h, VIRTIO_VSOCK_OP_CREDIT_REQUEST);
-		chain_write(ch, 0, &h, sizeof(h));
+		virtq_chain_write(ch, 0, &h, sizeof(h));
 		return sizeof(h);
 	}
 read:
@@ -459,13 +417,13 @@ read:
 		c->deadline_ns = ember_now_ns() + VSOCK_CLOSE_TIMEOUT_NS;
 		conn_hdr(v, c, &h, VIRTIO_VSOCK_OP_SHUTDOWN);
 		h.flags = VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND;
-		chain_write(ch, 0, &h, sizeof(h));
+		virtq_chain_write(ch, 0, &h, sizeof(h));
 		return sizeof(h);
 	}
 	conn_hdr(v, c, &h, VIRTIO_VSOCK_OP_RW);
 	h.len = (uint32_t)got;
 	c->rx_cnt += (uint32_t)got;
-	chain_write(ch, 0, &h, sizeof(h));
+	virtq_chain_write(ch, 0, &h, sizeof(h));
 	return sizeof(h) + (size_t)got;
 }
 
@@ -487,7 +445,7 @@ static void rx_pump(struct virtio_vsock *v)
 			break;
 		if (virtq_pop(t, q, &ch) != 1)
 			break;
-		if (chain_writable(&ch) < VSOCK_HDR_LEN) {
+		if (virtq_chain_writable(&ch) < VSOCK_HDR_LEN) {
 			virtq_push(t, q, ch.head, 0);
 			used = true;
 			continue;
@@ -499,7 +457,7 @@ static void rx_pump(struct virtio_vsock *v)
 				 v->orphans[0].dst_port, VIRTIO_VSOCK_OP_RST);
 			memmove(v->orphans, v->orphans + 1,
 				sizeof(v->orphans[0]) * --v->n_orphans);
-			written = chain_write(&ch, 0, &h, sizeof(h));
+			written = virtq_chain_write(&ch, 0, &h, sizeof(h));
 		}
 		for (unsigned k = 0; !written && k < VSOCK_MAX_CONNS; k++) {
 			unsigned i = (v->rr + k) % VSOCK_MAX_CONNS;
@@ -838,7 +796,7 @@ static void deliver_reset_event(struct virtio_vsock *v)
 	if (virtq_pop(t, q, &ch) != 1)
 		return;
 	virtq_push(t, q, ch.head,
-		   (uint32_t)chain_write(&ch, 0, &ev, sizeof(ev)));
+		   (uint32_t)virtq_chain_write(&ch, 0, &ev, sizeof(ev)));
 	v->reset_event_pending = false;
 	virtio_mmio_signal_used(t);
 }

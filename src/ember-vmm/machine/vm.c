@@ -98,14 +98,49 @@ static int add_vsock(struct machine *m, const struct vm_config *cfg,
 	return ret;
 }
 
-static int add_unsupported(struct machine *m, const struct vm_config *cfg,
-			char *err, size_t errlen)
+/* "aa:bb:cc:dd:ee:ff" (config.c checked it) into 6 bytes. */
+static bool parse_mac(const char *text, uint8_t mac[6])
 {
-	/* TODO(vmm-machine): virtio-net (tap) is a later issue; it gets an entry
-	 * in the table below. */
-	if (cfg->n_nets)
-		olog_warn(m->id, "network interfaces are not supported yet; "
-				 "%u ignored", cfg->n_nets);
+	unsigned b[6];
+
+	if (sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2],
+		   &b[3], &b[4], &b[5]) != 6)
+		return false;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)b[i];
+	return true;
+}
+
+static int add_nets(struct machine *m, const struct vm_config *cfg,
+		    char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < cfg->n_nets; i++) {
+		const struct vm_net *n = &cfg->nets[i];
+		uint8_t mac[6];
+		bool has_mac = n->guest_mac[0] != '\0';
+		int ret;
+
+		if (has_mac && !parse_mac(n->guest_mac, mac)) {
+			snprintf(err, errlen,
+				 "network interface %s: guest_mac %s is not a MAC address",
+				 n->iface_id, n->guest_mac);
+			return -EINVAL;
+		}
+		ret = virtio_net_setup(m, n->host_dev_name,
+				       has_mac ? mac : NULL);
+		if (ret == -ENODEV)
+			snprintf(err, errlen,
+				 "network interface %s: there is no tap device %s in the VMM's network namespace (create it first, e.g. ip tuntap add %s mode tap)",
+				 n->iface_id, n->host_dev_name,
+				 n->host_dev_name);
+		else if (ret)
+			snprintf(err, errlen,
+				 "network interface %s: tap device %s: %s",
+				 n->iface_id, n->host_dev_name,
+				 strerror(-ret));
+		if (ret)
+			return ret;
+	}
 	return 0;
 }
 
@@ -122,7 +157,7 @@ static const struct {
 	{ "virtio-blk", add_drives },
 	{ "virtio-rng", add_rng },
 	{ "virtio-vsock", add_vsock },
-	{ "virtio-net", add_unsupported },
+	{ "virtio-net", add_nets },
 };
 
 static int build_cmdline(const struct machine *m, const struct vm_config *cfg,
@@ -303,11 +338,18 @@ void vm_destroy(struct vm *vm)
 
 int vm_pause(struct vm *vm)
 {
-	return machine_pause(vm->m);
+	int ret = machine_pause(vm->m);
+
+	/* Stopped vCPUs alone would still let frames land in guest
+	 * memory behind a snapshot's back. */
+	if (!ret)
+		virtio_net_quiesce(vm->m, true);
+	return ret;
 }
 
 int vm_resume(struct vm *vm)
 {
+	virtio_net_quiesce(vm->m, false);
 	return machine_resume(vm->m);
 }
 
@@ -342,11 +384,22 @@ static void config_to_vmstate(const struct vm_config *cfg,
 	c->vsock_cid = cfg->vsock.guest_cid;
 	snprintf(c->vsock_uds_path, sizeof(c->vsock_uds_path), "%s",
 		 cfg->vsock.uds_path);
+	c->n_nets = cfg->n_nets;
+	for (unsigned i = 0; i < cfg->n_nets && i < VMSTATE_MAX_NETS; i++) {
+		struct vmstate_net *n = &c->nets[i];
+
+		snprintf(n->iface_id, sizeof(n->iface_id), "%s",
+			 cfg->nets[i].iface_id);
+		snprintf(n->host_dev_name, sizeof(n->host_dev_name), "%s",
+			 cfg->nets[i].host_dev_name);
+		snprintf(n->guest_mac, sizeof(n->guest_mac), "%s",
+			 cfg->nets[i].guest_mac);
+	}
 }
 
-static void config_from_vmstate(const struct vmstate_config *c,
-				const struct vm_snapshot_load *load,
-				struct vm_config *cfg)
+static int config_from_vmstate(const struct vmstate_config *c,
+			       const struct vm_snapshot_load *load,
+			       struct vm_config *cfg, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	snprintf(cfg->id, sizeof(cfg->id), "%s", load->id);
@@ -373,6 +426,37 @@ static void config_from_vmstate(const struct vmstate_config *c,
 					 : c->vsock_uds_path);
 	snprintf(cfg->serial_out_path, sizeof(cfg->serial_out_path), "%s",
 		 load->serial_out_path);
+	cfg->n_nets = c->n_nets;
+	for (unsigned i = 0; i < c->n_nets && i < VM_MAX_NETS; i++) {
+		struct vm_net *n = &cfg->nets[i];
+
+		snprintf(n->iface_id, sizeof(n->iface_id), "%s",
+			 c->nets[i].iface_id);
+		snprintf(n->host_dev_name, sizeof(n->host_dev_name), "%s",
+			 c->nets[i].host_dev_name);
+		snprintf(n->guest_mac, sizeof(n->guest_mac), "%s",
+			 c->nets[i].guest_mac);
+	}
+	/* network_overrides: another tap for an interface the guest
+	 * knows (its MAC stays). */
+	for (unsigned o = 0; o < load->n_net_overrides; o++) {
+		const struct vm_net_override *ov = &load->net_overrides[o];
+		unsigned i;
+
+		for (i = 0; i < cfg->n_nets; i++)
+			if (!strcmp(cfg->nets[i].iface_id, ov->iface_id))
+				break;
+		if (i == cfg->n_nets) {
+			snprintf(err, errlen,
+				 "network_overrides: the snapshot has no network interface %s",
+				 ov->iface_id);
+			return -EINVAL;
+		}
+		snprintf(cfg->nets[i].host_dev_name,
+			 sizeof(cfg->nets[i].host_dev_name), "%s",
+			 ov->host_dev_name);
+	}
+	return 0;
 }
 
 int vm_snapshot_create(struct vm *vm, enum vm_snapshot_type type,
@@ -445,7 +529,12 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	config_from_vmstate(&s->config, load, vm->cfg);
+	ret = config_from_vmstate(&s->config, load, vm->cfg, msg,
+				  sizeof(msg));
+	if (ret) {
+		snprintf(err, errlen, "%s", msg);
+		goto fail;
+	}
 	mc = (struct machine_config){
 		.id = vm->cfg->id,
 		.vcpu_count = s->config.vcpu_count,
@@ -470,6 +559,8 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 			goto fail;
 		}
 	}
+	/* Paused until resumed: no frame reaches the guest before. */
+	virtio_net_quiesce(vm->m, true);
 	ret = machine_check_state(vm->m, s, msg, sizeof(msg));
 	if (ret) {
 		snprintf(err, errlen, "snapshot file %s: %s",
@@ -496,7 +587,7 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 	if (!ret)
 		ret = machine_start(vm->m);
 	if (!ret && load->resume_vm)
-		ret = machine_resume(vm->m);
+		ret = vm_resume(vm);
 	if (ret) {
 		snprintf(err, errlen, "cannot start the vCPUs: %s",
 			 strerror(-ret));

@@ -91,7 +91,7 @@ static bool same(const struct vmstate *a, const struct vmstate *b)
 	    x->smt != y->smt || x->track_dirty_pages != y->track_dirty_pages ||
 	    x->entropy != y->entropy || x->vsock != y->vsock ||
 	    x->vsock_cid != y->vsock_cid || x->n_regions != y->n_regions ||
-	    x->n_drives != y->n_drives ||
+	    x->n_drives != y->n_drives || x->n_nets != y->n_nets ||
 	    strcmp(x->vsock_uds_path, y->vsock_uds_path) ||
 	    memcmp(x->regions, y->regions, sizeof(x->regions)))
 		return false;
@@ -100,6 +100,12 @@ static bool same(const struct vmstate *a, const struct vmstate *b)
 		    strcmp(x->drives[i].path, y->drives[i].path) ||
 		    x->drives[i].is_root_device != y->drives[i].is_root_device ||
 		    x->drives[i].is_read_only != y->drives[i].is_read_only)
+			return false;
+	for (unsigned i = 0; i < x->n_nets; i++)
+		if (strcmp(x->nets[i].iface_id, y->nets[i].iface_id) ||
+		    strcmp(x->nets[i].host_dev_name,
+			   y->nets[i].host_dev_name) ||
+		    strcmp(x->nets[i].guest_mac, y->nets[i].guest_mac))
 			return false;
 	for (unsigned i = 0; i < x->vcpu_count; i++) {
 		const struct vmstate_vcpu *v = &a->vcpus[i], *w = &b->vcpus[i];
@@ -190,6 +196,40 @@ static void test_round_trip(void)
 		free(buf);
 		vmstate_free(s);
 	}
+}
+
+/* Network interfaces: kept through a round trip; a file without any has
+ * the layout of files from before interfaces existed (no flag 16). */
+static void test_nets(void)
+{
+	struct vmstate *s = sample(1, 2), *d = NULL;
+	uint8_t *buf, *plain;
+	size_t len, plain_len;
+	uint32_t flags;
+	char why[256] = "";
+
+	CHECK(vmstate_encode(s, &plain, &plain_len) == 0);
+	memcpy(&flags, plain + VMSTATE_HEADER_SIZE + 16 + 4, 4);
+	CHECK((flags & 16) == 0);
+	free(plain);
+	s->config.n_nets = 2;
+	snprintf(s->config.nets[0].iface_id, VMSTATE_ID_MAX, "eth0");
+	snprintf(s->config.nets[0].host_dev_name, 16, "tap0");
+	snprintf(s->config.nets[0].guest_mac, 18, "06:00:ac:1f:00:02");
+	snprintf(s->config.nets[1].iface_id, VMSTATE_ID_MAX, "eth1");
+	snprintf(s->config.nets[1].host_dev_name, 16, "tap1");
+	CHECK(vmstate_encode(s, &buf, &len) == 0);
+	CHECK(len > plain_len);
+	memcpy(&flags, buf + VMSTATE_HEADER_SIZE + 16 + 4, 4);
+	CHECK((flags & 16) == 16);
+	CHECK(vmstate_decode(buf, len, &d, why, sizeof(why)) == 0);
+	CHECK(d && same(s, d));
+	CHECK(d && strcmp(d->config.nets[1].guest_mac, "") == 0);
+	vmstate_free(d);
+	s->config.n_nets = VMSTATE_MAX_NETS + 1;
+	CHECK(vmstate_encode(s, &plain, &plain_len) == -EINVAL);
+	free(buf);
+	vmstate_free(s);
 }
 
 /* Offsets of every section boundary of an encoded file. */
@@ -361,6 +401,7 @@ static void test_atomic_write(void)
 int main(void)
 {
 	test_round_trip();
+	test_nets();
 	test_corrupt();
 	test_disagreeing();
 	test_atomic_write();
