@@ -8,6 +8,7 @@
  *   vmm_client.c  the Firecracker API client (libcurl over a Unix socket)
  *   disk.c        the private rootfs copy (reflink, else sparse copy)
  *   ns.c          path layout; starting the VMM in its own mount namespace
+ *   net.c         a sandbox's network namespace, tap, veth and NAT rules
  *   snapshot.c    pause, resume, snapshot templates
  *   metrics.c     counters for GET /metrics
  *
@@ -92,6 +93,9 @@ struct sandbox {
 	char snapshot_template[AGENT_ID_MAX + 1];
 	int64_t created_ms;
 	char error[256];
+	/* Networking (net.c): the slot picks the veth's /30 in the pool. */
+	bool network;
+	unsigned net_slot;
 	json_t *metadata;	/* object of strings */
 	json_t *env;		/* object of strings, laid under each exec's */
 	struct sandbox *next;
@@ -229,6 +233,26 @@ void ns_stop_vmm(pid_t pid, bool child, int timeout_ms);
 bool ns_pid_alive(pid_t pid, bool child);
 /* rm -rf; a missing path is fine. */
 int ns_remove_tree(const char *path);
+
+/* --- net.c ----------------------------------------------------------------
+ * The same inside every sandbox's namespace, so snapshots restore anywhere.
+ */
+#define NET_TAP "tap0"
+#define NET_TAP_CIDR "172.31.0.1/30"
+#define NET_GUEST_IP "172.31.0.2"
+#define NET_GUEST_MAC "06:00:ac:1f:00:02"
+/* The guest kernel's IP autoconfiguration (CONFIG_IP_PNP): static. */
+#define NET_GUEST_BOOT_ARG                                                    \
+	"ip=" NET_GUEST_IP "::172.31.0.1:255.255.255.252::eth0:off"
+/* /run/netns/ember-<id>: where ns.c finds the namespace the VMM joins. */
+int net_netns_path(const char *id, char *buf, size_t len);
+/* Makes sandbox id's namespace, tap, veth, addresses and rules, and
+ * records its slot (sandbox->network); on failure nothing is left. */
+int net_setup(struct agent *a, const char *id, struct agent_err *e);
+/* Removes all of it (a missing piece is fine). No-op without network. */
+void net_teardown(const struct sandbox *s);
+/* Whether the sandbox's namespace exists. */
+bool net_present(const struct sandbox *s);
 
 /* --- disk.c ---------------------------------------------------------------- */
 /* Copies src to dst (created, 0600): FICLONE when the filesystem can, else a

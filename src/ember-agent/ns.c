@@ -18,6 +18,12 @@
  * it), makes the mount points in that tmpfs and bind-mounts the opened
  * paths through /proc/self/fd. A socket the VMM binds under /run/ember-vm/run
  * appears in <run>/vms/<id> for the agent. The namespace dies with the VMM.
+ *
+ * The network: a sandbox with networking has a named network namespace
+ * (net.c); the child joins it first (its name lives under /run, which the
+ * tmpfs hides next). Any other VMM gets a new empty network namespace of
+ * its own, which dies with it: it needs no network, and a snapshot with a
+ * network interface then fails to load instead of opening a host tap.
  */
 #include "agent.h"
 
@@ -90,7 +96,7 @@ static void child_bind(int fd, const char *target)
 }
 
 static void child_run(const struct vmm_spawn *v, int console, int log,
-		      char *const argv[])
+		      char *const argv[], const char *netns)
 {
 	int run_fd, disk_fd, snap_fd, kernel_fd = -1;
 
@@ -102,7 +108,14 @@ static void child_run(const struct vmm_spawn *v, int console, int log,
 		close(nul);
 	}
 	setsid();
-	if (unshare(CLONE_NEWNS) < 0)
+	if (netns) {
+		int fd = open(netns, O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+			child_fail(netns);
+		close(fd);
+	}
+	if (unshare(CLONE_NEWNS | (netns ? 0 : CLONE_NEWNET)) < 0)
 		child_fail("unshare(CLONE_NEWNS)");
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		child_fail("making / private");
@@ -148,8 +161,13 @@ int ns_spawn_vmm(const struct vmm_spawn *v, pid_t *pid)
 {
 	char *argv[] = { (char *)v->vmm_bin, "--api-sock", NS_API_SOCK,
 			 "--id", (char *)v->id, NULL };
+	char netns[PATH_MAX];
+	bool has_netns;
 	int console, log, r;
 	pid_t p;
+
+	has_netns = net_netns_path(v->id, netns, sizeof(netns)) == 0 &&
+		    access(netns, F_OK) == 0;
 
 	console = open(v->console_path,
 		       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -164,7 +182,7 @@ int ns_spawn_vmm(const struct vmm_spawn *v, pid_t *pid)
 	}
 	p = fork();
 	if (p == 0)
-		child_run(v, console, log, argv);
+		child_run(v, console, log, argv, has_netns ? netns : NULL);
 	r = p < 0 ? -errno : 0;
 	close(console);
 	close(log);

@@ -217,7 +217,7 @@ static int save(struct agent *a, const struct sandbox *s)
 	if (r < 0)
 		return r;
 	j = json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:i, s:I, s:I, s:s, s:O?, s:O?,"
-		      " s:i, s:i, s:s, s:s}",
+		      " s:i, s:I, s:i, s:s, s:s, s:b, s:i}",
 		      "sandbox_id", s->id, "template_name", s->template_name,
 		      "state", sbx_state_name(s->state), "vcpus", (int)s->vcpus,
 		      "memory_mib", (json_int_t)s->memory_mib, "token", s->token,
@@ -225,9 +225,12 @@ static int save(struct agent *a, const struct sandbox *s)
 		      (json_int_t)(s->vmm_pid > 0 ? proc_start_time(s->vmm_pid) : 0),
 		      "created_ms", (json_int_t)s->created_ms, "error", s->error,
 		      "metadata", s->metadata, "env", s->env,
-		      "uffd_pid", (int)s->uffd_pid, "snap_generations",
+		      "uffd_pid", (int)s->uffd_pid, "uffd_start_time",
+		      (json_int_t)(s->uffd_pid > 0 ? proc_start_time(s->uffd_pid) : 0),
+		      "snap_generations",
 		      (int)s->snap_generations, "snap_header", s->snap_header,
-		      "snapshot_template", s->snapshot_template);
+		      "snapshot_template", s->snapshot_template,
+		      "network", s->network, "net_slot", (int)s->net_slot);
 	if (!j)
 		return -ENOMEM;
 	text = json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS);
@@ -488,8 +491,9 @@ static int configure_boot(struct agent *a, struct sandbox *s,
 	if (r < 0)
 		goto out;
 	snprintf(args, sizeof(args),
-		 "%s ember.token=%s ember.sandbox_id=%s ember.hostname=%s%s%s",
+		 "%s ember.token=%s ember.sandbox_id=%s ember.hostname=%s%s%s%s",
 		 AGENT_DEFAULT_BOOT_ARGS, s->token, s->id, s->id,
+		 c->network ? " " NET_GUEST_BOOT_ARG : "",
 		 c->boot_args && *c->boot_args ? " " : "",
 		 c->boot_args ? c->boot_args : "");
 	struct {
@@ -509,10 +513,18 @@ static int configure_boot(struct agent *a, struct sandbox *s,
 			    jbool(true), "is_read_only", jbool(false)) },
 		{ "/vsock", json_pack("{s:i, s:s}", "guest_cid", GUEST_CID,
 				      "uds_path", NS_VSOCK_SOCK) },
+		/* The tap of the sandbox's namespace, where the VMM runs. */
+		{ c->network ? "/network-interfaces/eth0" : NULL,
+		  c->network ? json_pack("{s:s, s:s, s:s}", "iface_id", "eth0",
+					 "host_dev_name", NET_TAP,
+					 "guest_mac", NET_GUEST_MAC)
+			     : NULL },
 		{ "/actions", json_pack("{s:s}", "action_type",
 					"InstanceStart") },
 	};
 	for (size_t i = 0; i < EMBER_ARRAY_SIZE(steps); i++) {
+		if (!steps[i].path)
+			continue;
 		if (r >= 0 && !steps[i].body)
 			r = -ENOMEM;
 		if (r >= 0)
@@ -561,12 +573,6 @@ int sandbox_create(struct agent *a, const struct create_args *c,
 		agent_err_set(e, "sandbox_id '%s' is not 1 to 63 letters, digits, '-' or '_'",
 			      c->id ? c->id : "");
 		return -EINVAL;
-	}
-	if (c->network) {
-		/* TODO(agent): per-sandbox network namespace, tap, veth and
-		 * NAT (net.c) are not written yet. */
-		agent_err_set(e, "networking is not implemented by this agent");
-		return -ENOSYS;
 	}
 	if (!c->kernel || !*c->kernel || !c->rootfs || !*c->rootfs) {
 		agent_err_set(e, "no kernel or rootfs: give base_image paths or start the agent with --kernel and --rootfs");
@@ -630,6 +636,8 @@ int sandbox_create(struct agent *a, const struct create_args *c,
 	olog_info(s->id, "rootfs %s (%" PRIu64 " bytes allocated)",
 		  reflinked ? "reflinked" : "sparse-copied",
 		  disk_allocated(rootfs));
+	if (c->network && (r = net_setup(a, s->id, e)) < 0)
+		goto fail;
 
 	struct vmm_spawn v = {
 		.id = s->id, .vmm_bin = a->cfg.vmm_bin, .run_dir = run_dir,
@@ -671,6 +679,7 @@ fail:
 		ns_stop_vmm(s->vmm_pid, s->vmm_child, 2000);
 	log_tail(s->id, console, "console");
 	log_tail(s->id, vlog, "VMM log");
+	net_teardown(s);
 	remove_files(a, s->id);
 	pthread_mutex_lock(&a->lock);
 	unlink_sandbox(a, s);
@@ -710,6 +719,7 @@ int sandbox_destroy(struct agent *a, const char *id, struct agent_err *e)
 	/* The page server exits with its VMM; make sure. */
 	if (uffd > 0)
 		ns_stop_vmm(uffd, child, 2000);
+	net_teardown(s);
 	remove_files(a, id);
 
 	pthread_mutex_lock(&a->lock);
@@ -846,6 +856,7 @@ void sandbox_discard(struct agent *a, struct sandbox *s)
 		log_tail(s->id, path, "console");
 	if (sbx_path(&a->cfg, s->id, P_VMM_LOG, path, sizeof(path)) == 0)
 		log_tail(s->id, path, "VMM log");
+	net_teardown(s);
 	remove_files(a, s->id);
 	pthread_mutex_lock(&a->lock);
 	unlink_sandbox(a, s);
@@ -964,8 +975,8 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 	json_t *j = NULL;
 	const char *state = NULL, *tmpl = "", *token = "", *err = "";
 	const char *hdr = "", *tmpl_src = "";
-	json_int_t mem = 0, created = 0, start_time = 0;
-	int vcpus = 0, pid = 0, uffd = 0, gens = 0;
+	json_int_t mem = 0, created = 0, start_time = 0, uffd_start = 0;
+	int vcpus = 0, pid = 0, uffd = 0, gens = 0, network = 0, slot = 0;
 
 	if (sbx_path(&a->cfg, id, P_STATE, path, sizeof(path)) < 0 ||
 	    ember_read_file(path, 1 << 20, &text, NULL) < 0)
@@ -975,13 +986,14 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 	s = calloc(1, sizeof(*s));
 	if (!j || !s ||
 	    json_unpack(j, "{s:s, s?s, s:s, s:i, s:I, s?s, s?i, s?I, s?I, s?s,"
-			" s?i, s?i, s?s, s?s}",
+			" s?i, s?I, s?i, s?s, s?s, s?b, s?i}",
 			"sandbox_id", &id, "template_name", &tmpl, "state",
 			&state, "vcpus", &vcpus, "memory_mib", &mem, "token",
 			&token, "vmm_pid", &pid, "vmm_start_time", &start_time,
 			"created_ms", &created, "error", &err, "uffd_pid",
-			&uffd, "snap_generations", &gens, "snap_header",
-			&hdr, "snapshot_template", &tmpl_src) < 0 ||
+			&uffd, "uffd_start_time", &uffd_start, "snap_generations", &gens, "snap_header",
+			&hdr, "snapshot_template", &tmpl_src, "network",
+			&network, "net_slot", &slot) < 0 ||
 	    sbx_state_parse(state, &s->state) < 0) {
 		olog_warn(id, "state file %s is not readable; left alone", path);
 		json_decref(j);
@@ -998,6 +1010,8 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 	s->vmm_pid = pid;
 	s->uffd_pid = uffd;
 	s->snap_generations = (unsigned)gens;
+	s->network = network;
+	s->net_slot = (unsigned)slot;
 	snprintf(s->snap_header, sizeof(s->snap_header), "%s", hdr);
 	snprintf(s->snapshot_template, sizeof(s->snapshot_template), "%s",
 		 tmpl_src);
@@ -1011,6 +1025,14 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 
 	bool alive = pid > 0 && ns_pid_alive(pid, false) &&
 		     (uint64_t)start_time == proc_start_time(pid);
+	/* The page server the same way: a later process that got its pid
+	 * is not ours to stop. */
+	if (s->uffd_pid > 0 &&
+	    (!ns_pid_alive(s->uffd_pid, false) ||
+	     (uint64_t)uffd_start != proc_start_time(s->uffd_pid)))
+		s->uffd_pid = 0;
+	if (s->network && !net_present(s))
+		olog_warn(s->id, "its network namespace is gone: the guest has no network until it is destroyed and made again");
 	if (s->state == SBX_PAUSED) {
 		/* A paused sandbox holds no VMM. */
 	} else if (alive && (s->state == SBX_RUNNING ||
@@ -1037,6 +1059,7 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 		olog_info(s->id, "finishing an interrupted destroy");
 		if (alive)
 			ns_stop_vmm(pid, false, 3000);
+		net_teardown(s);
 		remove_files(a, s->id);
 		sandbox_free(s);
 		return NULL;

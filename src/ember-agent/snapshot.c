@@ -833,10 +833,6 @@ int snapshot_spawn(struct agent *a, const struct create_args *c,
 			      c->id ? c->id : "");
 		return -EINVAL;
 	}
-	if (c->network) {
-		agent_err_set(e, "networking is not implemented by this agent");
-		return -ENOSYS;
-	}
 	if (!agent_valid_id(name) || template_dir(a, name, dir, sizeof(dir)) < 0 ||
 	    join(path, sizeof(path), dir, TEMPLATE_DELETED) < 0 ||
 	    access(path, F_OK) == 0 ||
@@ -881,6 +877,10 @@ int snapshot_spawn(struct agent *a, const struct create_args *c,
 		goto fail;
 	olog_info(s->id, "creating from snapshot template %s (%u vCPUs, %" PRIu64 " MiB)",
 		  name, s->vcpus, s->memory_mib);
+	/* A template of a networked sandbox needs a network to load into
+	 * (its snapshot names the tap); without one the VMM says so. */
+	if (c->network && (rc = net_setup(a, s->id, e)) < 0)
+		goto fail;
 	if ((rc = sbx_path(&a->cfg, s->id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
 	    (rc = sbx_path(&a->cfg, s->id, P_ROOTFS, rootfs, sizeof(rootfs))) < 0 ||
 	    (rc = join(path, sizeof(path), dir, "rootfs.ext4")) < 0) {
