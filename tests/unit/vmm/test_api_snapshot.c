@@ -281,6 +281,26 @@ static void test_refused_loads(void)
 	CHECK(fault_has("/nonexistent/vmstate"));
 	CHECK(load(state, "Uffd", "/nonexistent/uffd.sock", true) == 400);
 	CHECK(fault_has("/nonexistent/uffd.sock"));
+	/* network_overrides: Firecracker's shape; an interface the
+	 * snapshot does not have is refused by name. */
+	char body[1200];
+	snprintf(body, sizeof(body),
+		 "{\"snapshot_path\": \"%s\", \"mem_file_path\": \"%s\", "
+		 "\"network_overrides\": [{\"iface_id\": \"eth7\", "
+		 "\"host_dev_name\": \"tap7\"}]}", state, mem);
+	CHECK(api_req("PUT", "/snapshot/load", body) == 400);
+	CHECK(fault_has("no network interface eth7"));
+	snprintf(body, sizeof(body),
+		 "{\"snapshot_path\": \"%s\", \"mem_file_path\": \"%s\", "
+		 "\"network_overrides\": [{\"iface_id\": \"eth0\"}]}",
+		 state, mem);
+	CHECK(api_req("PUT", "/snapshot/load", body) == 400);
+	CHECK(fault_has("host_dev_name"));
+	snprintf(body, sizeof(body),
+		 "{\"snapshot_path\": \"%s\", \"mem_file_path\": \"%s\", "
+		 "\"network_overrides\": {}}", state, mem);
+	CHECK(api_req("PUT", "/snapshot/load", body) == 400);
+	CHECK(fault_has("must be an array"));
 	CHECK(state_is("Not started"));
 	/* After every failure a good load still works. */
 	CHECK(load(state, "File", mem, true) == 204);
