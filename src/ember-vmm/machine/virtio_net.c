@@ -8,7 +8,8 @@
  * offload is offered: the guest sends complete frames with their
  * checksums, and the tap is told to hand us only such frames
  * (TUNSETOFFLOAD 0), so both directions carry a header of zeros (rx:
- * num_buffers = 1). The tap is opened with IFF_VNET_HDR and a 12-byte
+ * num_buffers = 1; the tap's DATA_VALID hint is dropped, and a partial
+ * checksum is completed here before the frame goes in). The tap is opened with IFF_VNET_HDR and a 12-byte
  * header size, so the bytes on each side are the same layout.
  *
  * Threads and locking: all state is guarded by the bus lock of the
@@ -100,6 +101,37 @@ static void arm_tap(struct virtio_net *n, bool on)
 	n->tap_armed = on;
 }
 
+/*
+ * The tap marks frames whose checksum the host already checked
+ * (DATA_VALID: the guest, without VIRTIO_NET_F_GUEST_CSUM, checks again
+ * itself) and, should one slip through despite TUNSETOFFLOAD 0, frames
+ * whose checksum is left to the receiver (NEEDS_CSUM: the field at
+ * csum_start + csum_offset holds the pseudo-header sum; the one's
+ * complement sum from csum_start to the end completes it). -EINVAL for
+ * offsets outside the frame.
+ */
+static int complete_csum(const struct virtio_net_hdr_v1 *h, uint8_t *f,
+			 size_t len)
+{
+	size_t start = h->csum_start, at = start + h->csum_offset;
+	uint32_t sum = 0;
+
+	if (!(h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
+		return 0;
+	if (start >= len || at + 2 > len)
+		return -EINVAL;
+	for (size_t i = start; i + 1 < len; i += 2)
+		sum += (uint32_t)(f[i] << 8 | f[i + 1]);
+	if ((len - start) & 1)
+		sum += (uint32_t)f[len - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	sum = ~sum & 0xffff;
+	f[at] = (uint8_t)(sum >> 8);
+	f[at + 1] = (uint8_t)sum;
+	return 0;
+}
+
 /* Moves frames from the tap into rx chains while both have some. With the
  * lock held. */
 static void rx_deliver(struct virtio_net *n)
@@ -136,12 +168,14 @@ static void rx_deliver(struct virtio_net *n)
 					  n->tap_name, strerror(errno));
 			break;
 		}
-		/* A frame the chain cannot hold whole, or one the tap
-		 * handed over with offload flags we did not ask for, is
-		 * dropped; the chain waits for the next frame. */
+		/* A frame the chain cannot hold whole, or a segmentation
+		 * offload we did not ask for, is dropped; the chain waits
+		 * for the next frame. */
 		if (got < NET_HDR_LEN + NET_MIN_FRAME ||
-		    (size_t)got > virtq_chain_writable(&c) || h->flags ||
-		    h->gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+		    (size_t)got > virtq_chain_writable(&c) ||
+		    h->gso_type != VIRTIO_NET_HDR_GSO_NONE ||
+		    complete_csum(h, n->frame + NET_HDR_LEN,
+				  (size_t)got - NET_HDR_LEN) < 0) {
 			virtq_unpop(q);
 			n->rx_dropped++;
 			continue;

@@ -35,7 +35,7 @@ if [ "${5:-}" != --inner ]; then
 fi
 
 [ -c /dev/kvm ] || skip "no /dev/kvm here"
-for t in ip iptables busybox; do
+for t in ip iptables curl; do
 	command -v $t >/dev/null || skip "$t is missing (scripts/deps.sh installs it)"
 done
 failures=0
@@ -63,9 +63,13 @@ ip netns add $INET &&
 	ip -n $INET link set eth0 up && ip -n $INET link set lo up &&
 	ip -n $INET route add default via 198.51.100.1 ||
 	fail "cannot make the internet namespace"
-ip netns exec $INET busybox httpd -f -p 198.51.100.2:8080 -h "$T/www" &
+# (The host's busybox is static glibc: its wget and httpd crash on NSS
+# lookups. Python and curl instead.)
+ip netns exec $INET /usr/bin/python3 -m http.server --bind 198.51.100.2 \
+	--directory "$T/www" 8080 >/dev/null 2>&1 &
 inet_pid=$!
-busybox httpd -f -p 0.0.0.0:8081 -h "$T/www-host" &
+/usr/bin/python3 -m http.server --bind 0.0.0.0 --directory "$T/www-host" \
+	8081 >/dev/null 2>&1 &
 host_pid=$!
 HOST_IP=$(ip -4 -o addr show scope global | awk '$2 != "e2einet0" {sub("/.*", "", $4); print $4; exit}')
 
@@ -94,14 +98,16 @@ dump_logs() {
 }
 # A server that answers from the host, so that a refusal below is the
 # rules' doing and not a dead server's.
-for _ in $(seq 50); do
-	busybox wget -q -T 2 -O - http://127.0.0.1:8081/ >/dev/null 2>&1 && break
-	sleep 0.1
+for _ in $(seq 100); do
+	curl -sf --max-time 2 http://127.0.0.1:8081/ >/dev/null 2>&1 &&
+		ip netns exec $INET curl -sf --max-time 2 http://198.51.100.2:8080/ >/dev/null 2>&1 &&
+		break
+	sleep 0.2
 done
-busybox wget -q -T 2 -O - http://127.0.0.1:8081/ | grep -q "host service" &&
+curl -sf --max-time 2 http://127.0.0.1:8081/ | grep -q "host service" &&
 	pass "the host's own server answers on the host" ||
 	bad "the host's own server does not answer"
-ip netns exec $INET busybox wget -q -T 2 -O - http://198.51.100.2:8080/ | grep -q internet ||
+ip netns exec $INET curl -sf --max-time 2 http://198.51.100.2:8080/ | grep -q internet ||
 	bad "the internet namespace's server does not answer"
 before=$(net_state)
 
