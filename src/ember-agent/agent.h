@@ -241,6 +241,8 @@ int ns_remove_tree(const char *path);
 #define NET_TAP_CIDR "172.31.0.1/30"
 #define NET_GUEST_IP "172.31.0.2"
 #define NET_GUEST_MAC "06:00:ac:1f:00:02"
+/* The tap's own MAC, fixed too: a restored guest's ARP cache names it. */
+#define NET_TAP_MAC "06:00:ac:1f:00:01"
 /* The guest kernel's IP autoconfiguration (CONFIG_IP_PNP): static. */
 #define NET_GUEST_BOOT_ARG                                                    \
 	"ip=" NET_GUEST_IP "::172.31.0.1:255.255.255.252::eth0:off"

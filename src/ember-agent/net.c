@@ -10,9 +10,9 @@
  *                                  ▼
  *                               the host's routes
  *
- * Every sandbox sees the same inside: the tap has one fixed name and the
- * guest one fixed address and MAC, so a snapshot taken in one sandbox
- * restores in any other. The VMM runs in the namespace (ns.c joins it), so
+ * Every sandbox sees the same inside: the tap has one fixed name and MAC,
+ * the guest one fixed address and MAC, so a snapshot taken in one sandbox
+ * restores in any other (its ARP cache included). The VMM runs in the namespace (ns.c joins it), so
  * host_dev_name "tap0" is that namespace's tap. What differs is the
  * veth's /30 from the pool 10.200.0.0/16, chosen by a slot number kept
  * in the sandbox's record.
@@ -330,6 +330,8 @@ int net_setup(struct agent *a, const char *id, struct agent_err *e)
 		{ "ip", "-n", n.ns_name, "link", "set", "lo", "up", NULL },
 		{ "ip", "-n", n.ns_name, "tuntap", "add", "dev", NET_TAP,
 		  "mode", "tap", "vnet_hdr", NULL },
+		{ "ip", "-n", n.ns_name, "link", "set", NET_TAP, "address",
+		  NET_TAP_MAC, NULL },
 		{ "ip", "-n", n.ns_name, "addr", "add", NET_TAP_CIDR, "dev",
 		  NET_TAP, NULL },
 		{ "ip", "-n", n.ns_name, "link", "set", NET_TAP, "up", NULL },

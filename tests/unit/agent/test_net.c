@@ -145,6 +145,7 @@ int main(void)
 	CHECK(strstr(out, "172.31.0.1/30") && strstr(out, "10.200.0.2/30"));
 	out = capture("ip -n ember-net-one -d link show tap0");
 	CHECK(strstr(out, "tun type tap") != NULL);
+	CHECK(strstr(out, NET_TAP_MAC) != NULL);
 	out = capture("iptables -w -S | grep -c 'ember:net-one'");
 	CHECK(atoi(out) == 4);
 	out = capture("iptables -w -t nat -S | grep -c 'ember:net-one'");
