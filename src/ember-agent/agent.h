@@ -243,7 +243,9 @@ int ns_remove_tree(const char *path);
 #define NET_GUEST_MAC "06:00:ac:1f:00:02"
 /* The tap's own MAC, fixed too: a restored guest's ARP cache names it. */
 #define NET_TAP_MAC "06:00:ac:1f:00:01"
-/* The guest kernel's IP autoconfiguration (CONFIG_IP_PNP): static. */
+/* The guest kernel's IP autoconfiguration (CONFIG_IP_PNP): static.
+ * TODO(agent): no DNS server is given to the guest (a resolver address
+ * here and an /etc/resolv.conf from ember-init). */
 #define NET_GUEST_BOOT_ARG                                                    \
 	"ip=" NET_GUEST_IP "::172.31.0.1:255.255.255.252::eth0:off"
 /* /run/netns/ember-<id>: where ns.c finds the namespace the VMM joins. */

@@ -49,6 +49,8 @@
 #include <unistd.h>
 
 #define NETNS_DIR "/run/netns"
+/* TODO(agent): the pool is fixed; a host whose own networks overlap
+ * 10.200.0.0/16 needs a flag to move it. */
 #define NET_POOL_BASE ((10u << 24) | (200u << 16)) /* 10.200.0.0/16 */
 #define NET_SLOTS 16384				   /* /30s in the pool */
 

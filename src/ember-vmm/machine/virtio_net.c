@@ -26,6 +26,11 @@
  * While the VM is paused (virtio_net_quiesce) nothing is written to guest
  * memory, so a snapshot sees the rings and the buffers as the transport's
  * saved state says.
+ *
+ * TODO(vmm-machine): no checksum or segmentation offload, no mergeable rx
+ * buffers, no event index: every frame costs a copy through the bounce
+ * buffer and an interrupt. Right, not fast; offloads would cut the per-
+ * frame cost for bulk transfers.
  */
 #include <errno.h>
 #include <fcntl.h>
