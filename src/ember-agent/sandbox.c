@@ -991,8 +991,8 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 			&state, "vcpus", &vcpus, "memory_mib", &mem, "token",
 			&token, "vmm_pid", &pid, "vmm_start_time", &start_time,
 			"created_ms", &created, "error", &err, "uffd_pid",
-			&uffd, "uffd_start_time", &uffd_start, "snap_generations", &gens, "snap_header",
-			&hdr, "snapshot_template", &tmpl_src, "network",
+			&uffd, "uffd_start_time", &uffd_start,
+			"snap_generations", &gens, "snap_header", &hdr, "snapshot_template", &tmpl_src, "network",
 			&network, "net_slot", &slot) < 0 ||
 	    sbx_state_parse(state, &s->state) < 0) {
 		olog_warn(id, "state file %s is not readable; left alone", path);
