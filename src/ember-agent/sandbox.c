@@ -992,8 +992,9 @@ static struct sandbox *load_one(struct agent *a, const char *id)
 			&token, "vmm_pid", &pid, "vmm_start_time", &start_time,
 			"created_ms", &created, "error", &err, "uffd_pid",
 			&uffd, "uffd_start_time", &uffd_start,
-			"snap_generations", &gens, "snap_header", &hdr, "snapshot_template", &tmpl_src, "network",
-			&network, "net_slot", &slot) < 0 ||
+			"snap_generations", &gens, "snap_header", &hdr,
+			"snapshot_template", &tmpl_src, "network", &network,
+			"net_slot", &slot) < 0 ||
 	    sbx_state_parse(state, &s->state) < 0) {
 		olog_warn(id, "state file %s is not readable; left alone", path);
 		json_decref(j);
