@@ -22,7 +22,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <linux/if_packet.h>
 #include <linux/if_tun.h>
+#include <net/ethernet.h>
 
 #include "guest_run.h"
 #include "test.h"
@@ -97,6 +99,53 @@ static size_t arp_request(uint8_t *b)
 	memcpy(f + 28, spa, 4);
 	memcpy(f + 38, tpa, 4);
 	return 12 + 42;
+}
+
+/* Sends one frame to the guest's MAC out of the tap (as the network
+ * would), with a packet socket on the host side. */
+static int send_to_guest(void)
+{
+	struct sockaddr_ll to = { .sll_family = AF_PACKET,
+				  .sll_ifindex = (int)if_nametoindex(TAP),
+				  .sll_halen = 6 };
+	uint8_t f[60] = { 0 };
+	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0), ret = 0;
+
+	if (s < 0)
+		return -errno;
+	memcpy(f, guest_mac, 6);
+	f[12] = 0x88, f[13] = 0xb5; /* local experimental ethertype */
+	memcpy(to.sll_addr, guest_mac, 6);
+	if (sendto(s, f, sizeof(f), 0, (struct sockaddr *)&to, sizeof(to)) !=
+	    (ssize_t)sizeof(f))
+		ret = -errno;
+	close(s);
+	return ret;
+}
+
+static uint16_t rx_used(struct machine *m)
+{
+	return __atomic_load_n((uint16_t *)machine_gpa_to_hva(m, RXUSED + 2, 2),
+			       __ATOMIC_ACQUIRE);
+}
+
+/* While quiesced (a paused VM) a frame waits in the tap; it arrives once
+ * the device is let go. */
+static void check_quiesce(struct machine *m)
+{
+	const struct timespec tick = { 0, 10 * 1000 * 1000 };
+	uint16_t before = rx_used(m);
+	int waited;
+
+	virtio_net_quiesce(m, true);
+	CHECK(send_to_guest() == 0);
+	for (waited = 0; waited < 300 && rx_used(m) == before; waited += 10)
+		nanosleep(&tick, NULL);
+	CHECK(rx_used(m) == before);
+	virtio_net_quiesce(m, false);
+	for (waited = 0; waited < 10000 && rx_used(m) == before; waited += 10)
+		nanosleep(&tick, NULL);
+	CHECK(rx_used(m) == (uint16_t)(before + 1));
 }
 
 static struct machine_dev *net_dev(struct machine *m)
@@ -196,6 +245,8 @@ int main(int argc, char **argv)
 	CHECK(memcmp(b + 28, spa, 4) == 0);
 	CHECK(memcmp(b + 32, guest_mac, 6) == 0);
 	CHECK(memcmp(b + 38, tpa, 4) == 0);
+
+	check_quiesce(g.m);
 
 	/* The tap takes one queue: the first machine goes before the
 	 * others open it. */
