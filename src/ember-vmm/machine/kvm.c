@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -193,6 +194,14 @@ static int setup_memory(struct machine *m, bool track_dirty)
 				   strerror(errno));
 			return -ENOMEM;
 		}
+		/* Out of core dumps (it is the guest's, and large). VM_DONTDUMP
+		 * also keeps the kernel from merging it with a neighbouring
+		 * anonymous mapping (malloc's arenas are MAP_NORESERVE too), so
+		 * /proc/PID/smaps shows it on its own, named where the kernel
+		 * has CONFIG_ANON_VMA_NAME (the memory benchmark reads it). */
+		(void)madvise(r->hva, r->size, MADV_DONTDUMP);
+		(void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, r->hva, r->size,
+			    GUEST_MEMORY_NAME);
 		r->kvm_flags = track_dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0;
 		kr = (struct kvm_userspace_memory_region){
 			.slot = r->slot,

@@ -64,6 +64,8 @@
 #define EBDA_START 0x9fc00ULL
 #define MPTABLE_GPA EBDA_START
 #define HIGH_MEMORY_START 0x100000ULL
+/* Guest RAM's name in /proc/PID/smaps: [anon:ember-guest-memory]. */
+#define GUEST_MEMORY_NAME "ember-guest-memory"
 
 /* Selectors of the boot GDT (Linux's __BOOT_CS and __BOOT_DS). */
 #define BOOT_CS_SELECTOR 0x10
