@@ -271,6 +271,7 @@ static int load_bzimage_payload(struct machine *m, const uint8_t *buf,
 				const char *path, struct boot_kernel *k,
 				char *err, size_t errlen)
 {
+	uint64_t t0 = ember_now_ns();
 	uint8_t *elf;
 	size_t elf_len;
 	int ret;
@@ -292,6 +293,10 @@ static int load_bzimage_payload(struct machine *m, const uint8_t *buf,
 	munmap(elf, elf_len);
 	if (ret < 0)
 		return ret;
+	olog_info(m->id[0] ? m->id : NULL,
+		  "%s: kernel decompressed here (%llu to %zu bytes) in %llu ms",
+		  path, (unsigned long long)bz->payload_length, elf_len,
+		  (unsigned long long)((ember_now_ns() - t0) / 1000000));
 	/* The kernel needs init_size bytes from where it runs before it reads
 	 * the memory map: keep the initrd above that too. */
 	k->end = EMBER_MAX(k->end, k->start + bz->init_size);
