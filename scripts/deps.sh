@@ -20,9 +20,7 @@ packages=(
   libprotobuf-c-dev       # protobuf-c runtime
   libseccomp-dev          # VMM and agent syscall filters
   libcap-ng-dev           # dropping capabilities
-  libzstd-dev             # compressed snapshot layers; bzImage payloads (ember-vmm)
-  liblzma-dev             # xz bzImage payloads, decompressed by ember-vmm
-  zlib1g-dev              # gzip bzImage payloads, decompressed by ember-vmm
+  libzstd-dev             # compressed snapshot layers
   libxxhash-dev           # checksums of snapshot headers and vmstate files
   liburing-dev            # block I/O in the VMM
   qemu-system-x86         # the nested host (TCG with AMD SVM) and the QEMU peer in benchmarks

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,15 +82,6 @@ int bzimage_parse(const uint8_t *buf, size_t len, struct bzimage_info *out)
 	out->header_end = 0x202 + buf[0x201];
 	if (out->header_end > 0x290 || out->header_end > len)
 		return -EINVAL;
-	/* Protocol 2.08+ (2.12 here): where the compressed vmlinux is; one
-	 * that does not lie inside the file is ignored. */
-	out->payload_offset = le32(buf + 0x248);
-	out->payload_length = le32(buf + 0x24c);
-	if (out->payload_offset > out->kernel_size ||
-	    out->payload_length > out->kernel_size - out->payload_offset)
-		out->payload_offset = out->payload_length = 0;
-	out->pref_address = (uint64_t)le32(buf + 0x258) |
-			    (uint64_t)le32(buf + 0x25c) << 32;
 	return 0;
 }
 
@@ -193,35 +183,32 @@ void boot_sregs(struct kvm_sregs *s, enum machine_cpu_mode mode)
 	}
 }
 
-/* Loads the PT_LOAD segments of an ELF kernel image (buf, len bytes) at
- * their physical addresses. */
-static int load_elf(struct machine *m, const uint8_t *buf, size_t len,
-		    const char *path, struct boot_kernel *k, char *err,
-		    size_t errlen)
+static int load_elf(struct machine *m, int fd, const char *path,
+		    struct boot_kernel *k, char *err, size_t errlen)
 {
 	Elf64_Ehdr eh;
+	Elf64_Phdr ph;
+	ssize_t got;
 	bool entry_found = false;
 
-	if (len < sizeof(eh))
-		goto bad;
-	memcpy(&eh, buf, sizeof(eh));
-	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64 ||
-	    eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 ||
-	    eh.e_phnum > 64)
-		goto bad;
-	if (eh.e_phoff > len ||
-	    (len - eh.e_phoff) / sizeof(Elf64_Phdr) < eh.e_phnum) {
-		snprintf(err, errlen, "%s: truncated ELF header", path);
+	got = ember_pread_full(fd, &eh, sizeof(eh), 0);
+	if (got != (ssize_t)sizeof(eh) || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+	    eh.e_machine != EM_X86_64 || eh.e_phentsize != sizeof(ph) ||
+	    eh.e_phnum == 0 || eh.e_phnum > 64) {
+		snprintf(err, errlen, "%s: not a 64-bit x86 ELF kernel", path);
 		return -EINVAL;
 	}
 	k->entry = eh.e_entry;
 	k->end = 0;
-	k->start = UINT64_MAX;
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
-		Elf64_Phdr ph;
 		uint8_t *hva;
 
-		memcpy(&ph, buf + eh.e_phoff + i * sizeof(ph), sizeof(ph));
+		got = ember_pread_full(fd, &ph, sizeof(ph),
+				       (off_t)(eh.e_phoff + i * sizeof(ph)));
+		if (got != (ssize_t)sizeof(ph)) {
+			snprintf(err, errlen, "%s: truncated ELF header", path);
+			return -EINVAL;
+		}
 		if (ph.p_type != PT_LOAD)
 			continue;
 		hva = machine_gpa_to_hva(m, ph.p_paddr, ph.p_memsz);
@@ -233,13 +220,13 @@ static int load_elf(struct machine *m, const uint8_t *buf, size_t len,
 				 (unsigned long long)ph.p_memsz);
 			return -EFBIG;
 		}
-		if (ph.p_offset > len || ph.p_filesz > len - ph.p_offset) {
+		got = ember_pread_full(fd, hva, ph.p_filesz,
+				       (off_t)ph.p_offset);
+		if (got != (ssize_t)ph.p_filesz) {
 			snprintf(err, errlen, "%s: truncated segment", path);
-			return -EINVAL;
+			return got < 0 ? (int)got : -EINVAL;
 		}
-		memcpy(hva, buf + ph.p_offset, ph.p_filesz);
 		memset(hva + ph.p_filesz, 0, ph.p_memsz - ph.p_filesz);
-		k->start = EMBER_MIN(k->start, ph.p_paddr);
 		k->end = EMBER_MAX(k->end, ph.p_paddr + ph.p_memsz);
 		/* vmlinux's e_entry is physical; a virtual one is mapped
 		 * through the segment that holds it. */
@@ -256,50 +243,6 @@ static int load_elf(struct machine *m, const uint8_t *buf, size_t len,
 	}
 	k->is_bzimage = false;
 	k->initrd_addr_max = DEFAULT_INITRD_ADDR_MAX;
-	return 0;
-bad:
-	snprintf(err, errlen, "%s: not a 64-bit x86 ELF kernel", path);
-	return -EINVAL;
-}
-
-/* A bzImage whose payload the host can decompress: its vmlinux is loaded
- * like an ELF kernel and entered at its 64-bit entry; boot_params still
- * gets the file's setup header. Returns -ENOTSUP for a payload format
- * left to the guest. */
-static int load_bzimage_payload(struct machine *m, const uint8_t *buf,
-				const struct bzimage_info *bz,
-				const char *path, struct boot_kernel *k,
-				char *err, size_t errlen)
-{
-	uint64_t t0 = ember_now_ns();
-	uint8_t *elf;
-	size_t elf_len;
-	int ret;
-
-	if (bz->payload_length == 0)
-		return -ENOTSUP;
-	ret = bzimage_decompress(buf + bz->kernel_offset + bz->payload_offset,
-				 bz->payload_length, &elf, &elf_len);
-	if (ret == -ENOTSUP)
-		return ret;
-	if (ret < 0) {
-		snprintf(err, errlen, "%s: the compressed kernel inside: %s",
-			 path,
-			 ret == -ENOMEM ? strerror(ENOMEM)
-					: "corrupt data or a wrong size");
-		return ret;
-	}
-	ret = load_elf(m, elf, elf_len, path, k, err, errlen);
-	munmap(elf, elf_len);
-	if (ret < 0)
-		return ret;
-	olog_info(m->id[0] ? m->id : NULL,
-		  "%s: kernel decompressed here (%llu to %zu bytes) in %llu ms",
-		  path, (unsigned long long)bz->payload_length, elf_len,
-		  (unsigned long long)((ember_now_ns() - t0) / 1000000));
-	/* The kernel needs init_size bytes from where it runs before it reads
-	 * the memory map: keep the initrd above that too. */
-	k->end = EMBER_MAX(k->end, k->start + bz->init_size);
 	return 0;
 }
 
@@ -320,25 +263,16 @@ static int load_bzimage(struct machine *m, const uint8_t *buf, size_t len,
 		snprintf(err, errlen, "%s: not a bzImage or ELF kernel", path);
 		return ret;
 	}
-	ret = load_bzimage_payload(m, buf, &bz, path, k, err, errlen);
-	if (ret == -ENOTSUP) {
-		/* The guest decompresses: protected-mode part at 1 MiB. */
-		if (machine_write_guest(m, BZIMAGE_LOAD_GPA,
-					buf + bz.kernel_offset,
-					bz.kernel_size)) {
-			snprintf(err, errlen,
-				 "%s: kernel does not fit in guest memory",
-				 path);
-			return -EFBIG;
-		}
-		k->entry = BZIMAGE_LOAD_GPA + BZIMAGE_ENTRY_64;
-		k->end = BZIMAGE_LOAD_GPA + EMBER_MAX(bz.kernel_size,
-						      (uint64_t)bz.init_size);
-	} else if (ret < 0) {
-		return ret;
+	if (machine_write_guest(m, BZIMAGE_LOAD_GPA, buf + bz.kernel_offset,
+				bz.kernel_size)) {
+		snprintf(err, errlen, "%s: kernel does not fit in guest memory",
+			 path);
+		return -EFBIG;
 	}
-	k->decompressed = ret == 0;
 	k->is_bzimage = true;
+	k->entry = BZIMAGE_LOAD_GPA + BZIMAGE_ENTRY_64;
+	k->end = BZIMAGE_LOAD_GPA + EMBER_MAX(bz.kernel_size,
+					      (uint64_t)bz.init_size);
 	k->initrd_addr_max = bz.initrd_addr_max ? bz.initrd_addr_max
 						 : DEFAULT_INITRD_ADDR_MAX;
 	k->setup_header_len = bz.header_end - SETUP_HEADER_OFFSET;
@@ -347,93 +281,35 @@ static int load_bzimage(struct machine *m, const uint8_t *buf, size_t len,
 	return 0;
 }
 
-/* How much of an ELF file the loader reads: its program headers and every
- * PT_LOAD segment (not the symbols and sections after them). buf holds
- * the file's first head bytes. */
-static size_t elf_extent(int fd, const uint8_t *buf, size_t head, size_t len)
-{
-	Elf64_Ehdr eh;
-	size_t end, phend;
-
-	if (head < sizeof(eh))
-		return len;
-	memcpy(&eh, buf, sizeof(eh));
-	phend = eh.e_phoff + (size_t)eh.e_phnum * sizeof(Elf64_Phdr);
-	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 64 ||
-	    eh.e_phoff > len || phend > len)
-		return len; /* load_elf says what is wrong */
-	end = phend;
-	for (unsigned i = 0; i < eh.e_phnum; i++) {
-		Elf64_Phdr ph;
-
-		if (ember_pread_full(fd, &ph, sizeof(ph),
-				     (off_t)(eh.e_phoff + i * sizeof(ph))) !=
-		    (ssize_t)sizeof(ph))
-			return len;
-		if (ph.p_type == PT_LOAD && ph.p_offset <= len &&
-		    ph.p_filesz <= len - ph.p_offset)
-			end = EMBER_MAX(end, (size_t)(ph.p_offset + ph.p_filesz));
-		else if (ph.p_type == PT_LOAD)
-			return len;
-	}
-	return end;
-}
-
 int boot_load_kernel(struct machine *m, const char *path,
 		     struct boot_kernel *k, char *err, size_t errlen)
 {
-	struct stat st;
-	uint8_t *buf = MAP_FAILED;
-	size_t len = 0, head, want;
-	bool elf;
+	uint8_t magic[4];
+	char *buf;
+	size_t len;
 	int fd, ret;
 
 	memset(k, 0, sizeof(*k));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
+	if (fd < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		goto out;
+		return ret;
 	}
-	ret = -EINVAL;
-	if (!S_ISREG(st.st_mode) || st.st_size < 4 ||
-	    (uint64_t)st.st_size > MAX_KERNEL_FILE) {
-		snprintf(err, errlen, "%s: not a bzImage or ELF kernel", path);
-		goto out;
-	}
-	/* Read into an anonymous mapping at the file's offsets, unmapped
-	 * after the load: nothing stays in the heap, and a file that shrinks
-	 * meanwhile is a short read, not a SIGBUS. */
-	len = (size_t)st.st_size;
-	buf = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (buf == MAP_FAILED) {
-		ret = -ENOMEM;
-		snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
-		goto out;
-	}
-	head = EMBER_MIN(len, (size_t)4096);
-	if (ember_pread_full(fd, buf, head, 0) != (ssize_t)head)
-		goto short_read;
-	elf = memcmp(buf, ELFMAG, SELFMAG) == 0;
-	want = elf ? elf_extent(fd, buf, head, len) : len;
-	if (want > head && ember_pread_full(fd, buf + head, want - head,
-					    (off_t)head) !=
-				   (ssize_t)(want - head))
-		goto short_read;
-	if (elf)
-		ret = load_elf(m, buf, want, path, k, err, errlen);
-	else
-		ret = load_bzimage(m, buf, len, path, k, err, errlen);
-	goto out;
-short_read:
-	ret = -EIO;
-	snprintf(err, errlen, "%s: short read", path);
-out:
-	if (buf != MAP_FAILED)
-		munmap(buf, len);
-	if (fd >= 0)
+	if (ember_pread_full(fd, magic, 4, 0) == 4 &&
+	    memcmp(magic, ELFMAG, SELFMAG) == 0) {
+		ret = load_elf(m, fd, path, k, err, errlen);
 		close(fd);
+		return ret;
+	}
+	close(fd);
+	ret = ember_read_file(path, MAX_KERNEL_FILE, &buf, &len);
+	if (ret < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+		return ret;
+	}
+	ret = load_bzimage(m, (uint8_t *)buf, len, path, k, err, errlen);
+	free(buf);
 	return ret;
 }
 

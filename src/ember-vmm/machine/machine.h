@@ -298,19 +298,16 @@ void machine_dump_vcpu(struct machine *m, unsigned index);
 /* Linux boot (boot.c). */
 struct boot_kernel {
 	uint64_t entry;	      /* guest physical, 64-bit entry point */
-	uint64_t start;	      /* ELF (and decompressed bzImage): lowest */
 	uint64_t end;	      /* end of what was loaded */
 	bool is_bzimage;
-	bool decompressed;    /* bzImage payload decompressed on the host */
 	uint32_t initrd_addr_max;
 	uint8_t setup_header[0x290 - 0x1f1]; /* bzImage: the file's header */
 	size_t setup_header_len;
 };
 /* Loads an ELF vmlinux (PT_LOAD segments at their physical addresses) or a
- * bzImage: its payload decompressed here when it is xz, zstd or gzip and
- * loaded as a vmlinux (entry at the ELF's 64-bit entry), else the
- * protected-mode part at 1 MiB (entry +0x200) for the guest to
- * decompress. */
+ * bzImage (protected-mode part at 1 MiB, entry +0x200; the guest
+ * decompresses itself: decompressing on the host measured slower, see
+ * docs/vmm-machine.md). */
 int boot_load_kernel(struct machine *m, const char *path,
 		     struct boot_kernel *k, char *err, size_t errlen);
 /* Places the initrd as high as it may go under the kernel's limit. */

@@ -48,9 +48,6 @@ struct bzimage_info {
 	uint32_t init_size;
 	uint16_t xloadflags;
 	size_t header_end;	 /* setup header bytes to copy from 0x1f1 */
-	uint64_t payload_offset; /* compressed vmlinux, from kernel_offset */
-	uint64_t payload_length; /* 0: none inside the file */
-	uint64_t pref_address;	 /* where the kernel runs (protocol 2.10+) */
 };
 
 /* Parses the setup header of a bzImage (file contents buf, len bytes).
@@ -58,14 +55,6 @@ struct bzimage_info {
  * "HdrS"), -ENOTSUP for a boot protocol before 2.12 or a kernel without
  * the 64-bit entry point. */
 int bzimage_parse(const uint8_t *buf, size_t len, struct bzimage_info *out);
-
-/* Decompresses a bzImage's payload (xz, zstd or gzip, told by its magic)
- * into a new anonymous mapping *out of *out_len bytes, the size in the
- * payload's last 4 bytes; the caller munmaps it. -ENOTSUP for another
- * format (left to the guest's decompressor), -EINVAL for corrupt data or
- * a size that does not match, -ENOMEM. */
-int bzimage_decompress(const uint8_t *payload, size_t len, uint8_t **out,
-		       size_t *out_len);
 
 /* Rewrites a copy of KVM's supported CPUID for one vCPU: APIC id, topology
  * (ncpus vCPUs, two threads per core when smt), hypervisor bit, KVM

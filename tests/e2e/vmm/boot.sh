@@ -6,8 +6,8 @@
 #
 # 1. Through the API: write a file to the root disk, reboot (the VMM exits 0).
 # 2. Through --config-file --no-api: boot the same disk again, read it back.
-# 3. 1, 2 and 4 vCPUs: nproc inside says so. These boot the bzImage, whose
-#    payload ember-vmm decompresses itself (it says so in its log).
+# 3. 1, 2 and 4 vCPUs: nproc inside says so. These boot the bzImage (as
+#    the benchmark does), the others the vmlinux.
 # Each boot must print the base image's ready line on the serial console.
 # Exit 0: all passed; 77: skipped (no artifacts or no /dev/kvm); 1: failed.
 set -u
@@ -114,11 +114,6 @@ for n in 1 2 4; do
 			pass "vcpus$n: nproc says $n"
 		else
 			fail "vcpus$n: nproc says $(grep '^nproc=' "$T/console-vcpus$n")"
-		fi
-		if grep -q 'kernel decompressed here' "$T/vmm.log"; then
-			pass "vcpus$n: ember-vmm decompressed the bzImage"
-		else
-			fail "vcpus$n: no 'kernel decompressed here' in the log"
 		fi
 	fi
 done

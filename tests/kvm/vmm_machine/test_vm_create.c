@@ -3,13 +3,10 @@
  * vm.h end to end on /dev/kvm with a tiny "kernel": an ELF file whose one
  * PT_LOAD segment is the serial guest program at 16 MiB. vm_create loads
  * it like a vmlinux (devices, MP table, boot_params, long mode), the guest
- * prints and resets, the exit fd fires with status 0. The same ELF as the
- * xz payload of a bzImage, which the machine decompresses itself (the
- * bzImage has no decompressor to run). Bad kernels and drives fail with a
- * message naming the file.
+ * prints and resets, the exit fd fires with status 0. Bad kernels and
+ * drives fail with a message naming the file.
  */
 #include <elf.h>
-#include <lzma.h>
 #include <poll.h>
 
 #include "guest_run.h"
@@ -62,66 +59,6 @@ static int make_elf(const char *image, char *path)
 	return 0;
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-/* A bzImage around the ELF file at elf_path: boot sector and 3 setup
- * sectors, then a protected-mode part that is only the payload (xz of the
- * ELF, then its size): nothing at +0x200 a guest could run. */
-static int make_bzimage(const char *elf_path, char *path, bool corrupt)
-{
-	enum { SETUP = 4 * 512, PAYLOAD_AT = 0x400 };
-	static uint8_t img[1 << 20];
-	char *elf = NULL;
-	size_t elf_len, n = 0;
-	int fd, ret;
-
-	ret = ember_read_file(elf_path, 1 << 20, &elf, &elf_len);
-	if (ret < 0)
-		return ret;
-	memset(img, 0, SETUP + PAYLOAD_AT);
-	img[0x1f1] = 3;
-	img[0x1fe] = 0x55;
-	img[0x1ff] = 0xaa;
-	img[0x200] = 0xeb;
-	img[0x201] = 0x66;
-	memcpy(img + 0x202, "HdrS", 4);
-	img[0x206] = 0x0f; /* protocol 2.15 */
-	img[0x207] = 0x02;
-	put32(img + 0x22c, 0x7fffffff);
-	put32(img + 0x230, 0x200000);
-	img[0x236] = 1; /* XLF_KERNEL_64 */
-	put32(img + 0x238, 2047);
-	put32(img + 0x258, (uint32_t)LOAD_GPA);
-	put32(img + 0x260, 0x10000); /* init_size */
-	if (lzma_easy_buffer_encode(6, LZMA_CHECK_CRC32, NULL,
-				    (uint8_t *)elf, elf_len,
-				    img + SETUP + PAYLOAD_AT, &n,
-				    sizeof(img) - SETUP - PAYLOAD_AT - 4) !=
-	    LZMA_OK) {
-		free(elf);
-		return -EIO;
-	}
-	put32(img + SETUP + PAYLOAD_AT + n, (uint32_t)elf_len);
-	n += 4;
-	free(elf);
-	put32(img + 0x248, PAYLOAD_AT);
-	put32(img + 0x24c, (uint32_t)n);
-	if (corrupt)
-		img[SETUP + PAYLOAD_AT + n / 2] ^= 0xff;
-	fd = mkstemp(path);
-	if (fd < 0)
-		return -errno;
-	ret = ember_pwrite_full(fd, img, SETUP + PAYLOAD_AT + n, 0) < 0
-		      ? -EIO
-		      : 0;
-	close(fd);
-	return ret;
-}
-
 static void base_config(struct vm_config *cfg, const char *kernel,
 			const char *serial)
 {
@@ -141,8 +78,6 @@ int main(int argc, char **argv)
 {
 	static struct vm_config cfg;
 	char kernel[] = "/tmp/ember-kernel-XXXXXX";
-	char bzimage[] = "/tmp/ember-bzimage-XXXXXX";
-	char bad_bzimage[] = "/tmp/ember-bzimage-XXXXXX";
 	char serial[] = "/tmp/ember-serial-XXXXXX";
 	char err[512];
 	struct vm *vm = NULL;
@@ -169,29 +104,6 @@ int main(int argc, char **argv)
 	CHECK(ember_read_file(serial, 1 << 20, &out, NULL) >= 0);
 	CHECK(out && strcmp(out, "hello from the guest\n") == 0);
 	free(out);
-	out = NULL;
-
-	/* The same kernel as a bzImage with an xz payload. */
-	REQUIRE(make_bzimage(kernel, bzimage, false) == 0);
-	REQUIRE(truncate(serial, 0) == 0);
-	base_config(&cfg, bzimage, serial);
-	REQUIRE(vm_create(&cfg, &vm, err, sizeof(err)) == 0);
-	CHECK(vm_start(vm) == 0);
-	p = (struct pollfd){ .fd = vm_exit_fd(vm), .events = POLLIN };
-	CHECK(poll(&p, 1, GUEST_TIMEOUT_MS) == 1);
-	CHECK(vm_exit_status(vm) == 0);
-	vm_destroy(vm);
-	CHECK(ember_read_file(serial, 1 << 20, &out, NULL) >= 0);
-	CHECK(out && strcmp(out, "hello from the guest\n") == 0);
-	free(out);
-
-	/* A corrupt payload: an error naming the file, no VM. */
-	REQUIRE(make_bzimage(kernel, bad_bzimage, true) == 0);
-	base_config(&cfg, bad_bzimage, serial);
-	vm = NULL;
-	CHECK(vm_create(&cfg, &vm, err, sizeof(err)) == -EINVAL);
-	CHECK(vm == NULL && strstr(err, bad_bzimage) &&
-	      strstr(err, "compressed kernel"));
 
 	/* A kernel file that is missing, or not a kernel. */
 	base_config(&cfg, "/nonexistent/vmlinux", serial);
@@ -222,8 +134,6 @@ int main(int argc, char **argv)
 	vm_destroy(NULL);
 
 	unlink(kernel);
-	unlink(bzimage);
-	unlink(bad_bzimage);
 	unlink(serial);
 	return test_summary("vmm-machine-vm-create");
 }
