@@ -164,6 +164,9 @@ def main():
             "boot_ms_ember": round(e, 1), "boot_ms_qemu": round(q, 1),
             "boot_ratio_ember_qemu": round(e / q, 3),
             "boot_runs": a.runs,
+            # Every run, in order (ember and QEMU alternate): the spread.
+            "boot_ms_ember_runs": [round(x * 1000) for x in ember],
+            "boot_ms_qemu_runs": [round(x * 1000) for x in qemu],
             "vmm_rss_overhead_kib": overhead[0],
             "vmm_rss_overhead_kib_api": overhead[1],
         }))
