@@ -40,7 +40,7 @@ typedef int MHD_Result_t;
 typedef enum MHD_Result MHD_Result_t;
 #endif
 
-/* The soname of Debian's libmicrohttpd12 (ABI 12 since 0.9.3x). */
+/* The soname of the library in Debian's package libmicrohttpd12. */
 #define MHD_SONAME "libmicrohttpd.so.12"
 
 /* The functions used, resolved from the library. */
