@@ -7,9 +7,16 @@ vCPUs, memory and command line; runs alternate ember, qemu, ember, ...
 Each run is timed from the monitor's exec to the guest's ready line on the
 serial console ("ember-guest: ready", printed by guest/rootfs/init.sh).
 
-vmm_rss_overhead_kib: ember-vmm's resident memory minus the resident part
-of its guest-memory mapping, read from /proc/PID/smaps once the guest is
-up, for 1 vCPU and 128 MiB.
+vmm_rss_overhead_kib: ember-vmm's resident memory (the sum of Rss over
+every mapping of /proc/PID/smaps, shared library pages included) minus the
+Rss of its guest-memory mapping, once the guest is up, for 1 vCPU and
+128 MiB, started as the boot runs are (--no-api --config-file).
+vmm_rss_overhead_kib_api: the same with the API socket served (how
+ember-agent runs it), which loads libmicrohttpd and GnuTLS.
+The guest memory is the mapping named [anon:ember-guest-memory] where the
+kernel names mappings (CONFIG_ANON_VMA_NAME), else the one mapping of
+exactly the guest's size; ember-vmm marks it MADV_DONTDUMP, so the kernel
+never merges it with a neighbouring mapping.
 
 Prints one JSON object on its last line.
 """
@@ -45,7 +52,7 @@ def stop(proc):
     proc.wait()
 
 
-def boot_ember(vmm, kernel, rootfs, work, vcpus, mem, keep=None):
+def boot_ember(vmm, kernel, rootfs, work, vcpus, mem, keep=None, api=False):
     cfg = {
         "boot-source": {"kernel_image_path": kernel,
                         "boot_args": CMDLINE + " root=/dev/vda ro"},
@@ -59,8 +66,10 @@ def boot_ember(vmm, kernel, rootfs, work, vcpus, mem, keep=None):
     log = os.path.join(work, "ember-console.log")
     with open(log, "wb") as out:
         t0 = time.monotonic()
-        proc = subprocess.Popen([vmm, "--no-api", "--config-file", cfg_path,
-                                 "--id", "bench"], stdout=out,
+        how = (["--api-sock", os.path.join(work, "api.sock")] if api
+               else ["--no-api"])
+        proc = subprocess.Popen([vmm] + how + ["--config-file", cfg_path,
+                                               "--id", "bench"], stdout=out,
                                 stderr=subprocess.DEVNULL)
         try:
             wait_ready(proc, log, 120)
@@ -92,23 +101,32 @@ def boot_qemu(kernel, rootfs, work, vcpus, mem):
         stop(proc)
 
 
+GUEST_NAME = "[anon:ember-guest-memory]"
+
+
 def rss_overhead_kib(pid, mem_mib):
     """RSS of the process minus the RSS of its guest-memory mapping."""
-    total = guest = 0
-    size = None
+    maps = []  # (name, size KiB, rss KiB)
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             parts = line.split()
-            if parts and parts[0] == "Size:":
-                size = int(parts[1])
-            elif parts and parts[0] == "Rss:":
-                rss = int(parts[1])
-                total += rss
-                # The guest memory is the one mapping of exactly its size
-                # (or the slot below the MMIO hole for larger guests).
-                if size == mem_mib * 1024:
-                    guest += rss
-    return total - guest
+            if not parts:
+                continue
+            if "-" in parts[0] and len(parts) >= 5 and not parts[0].endswith(":"):
+                maps.append([" ".join(parts[5:]), 0, 0])
+            elif parts[0] == "Size:":
+                maps[-1][1] = int(parts[1])
+            elif parts[0] == "Rss:":
+                maps[-1][2] = int(parts[1])
+    total = sum(m[2] for m in maps)
+    named = [m for m in maps if m[0] == GUEST_NAME]
+    # Unnamed: the one mapping of exactly its size (128 MiB is below the
+    # MMIO hole, so one slot).
+    guest = named or [m for m in maps if m[1] == mem_mib * 1024]
+    if len(guest) != 1 and not named:
+        raise RuntimeError(f"{len(guest)} mappings of {mem_mib} MiB in "
+                           f"/proc/{pid}/smaps: cannot tell guest memory")
+    return total - sum(m[2] for m in guest)
 
 
 def main():
@@ -139,13 +157,18 @@ def main():
             overhead.append(rss_overhead_kib(pid, mem))
 
         boot_ember(a.vmm, a.kernel, rootfs, work, 1, 128, keep=keep)
+        boot_ember(a.vmm, a.kernel, rootfs, work, 1, 128, keep=keep, api=True)
         e = statistics.median(ember) * 1000
         q = statistics.median(qemu) * 1000
         print(json.dumps({
             "boot_ms_ember": round(e, 1), "boot_ms_qemu": round(q, 1),
             "boot_ratio_ember_qemu": round(e / q, 3),
             "boot_runs": a.runs,
+            # Every run, in order (ember and QEMU alternate): the spread.
+            "boot_ms_ember_runs": [round(x * 1000) for x in ember],
+            "boot_ms_qemu_runs": [round(x * 1000) for x in qemu],
             "vmm_rss_overhead_kib": overhead[0],
+            "vmm_rss_overhead_kib_api": overhead[1],
         }))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -114,9 +114,14 @@ GUEST_BENCHES = [bench_boot, bench_platform]
 
 def main():
     t0 = time.time()
+    # --only NAME (repeatable): run only bench_NAME, e.g. --only boot.
+    only = [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1])
+            if a == "--only"]
 
     def attempt(b, *args):
         name = b.__name__
+        if only and name[len("bench_"):] not in only:
+            return
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
             b(*args)
@@ -128,9 +133,12 @@ def main():
         attempt(b)
     sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
     import nested_session  # noqa: E402
-    with nested_session.session(ROOT) as env:
-        for b in GUEST_BENCHES:
-            attempt(b, env)
+    guest = [b for b in GUEST_BENCHES
+             if not only or b.__name__[len("bench_"):] in only]
+    if guest:  # no nested host for host-only runs
+        with nested_session.session(ROOT) as env:
+            for b in guest:
+                attempt(b, env)
     doc = dict(results)
     doc["_notes"] = notes
     doc["_targets"] = {d: ok for d, ok in targets}
@@ -138,13 +146,17 @@ def main():
                        "kernel": platform.release(),
                        "seconds": round(time.time() - t0, 1)}
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    tmp = RESULTS + ".tmp"
+    out = RESULTS
+    if only:  # a partial run keeps latest.json whole
+        out = os.path.join(os.path.dirname(RESULTS),
+                           "only-" + "-".join(only) + ".json")
+    tmp = out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=2, sort_keys=True)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-    os.rename(tmp, RESULTS)
+    os.rename(tmp, out)
 
     print(f"{'key':32} value")
     for k in sorted(results):
@@ -154,7 +166,7 @@ def main():
         print(f"target: {d}: {'met' if ok else 'MISSED'}")
     for k, v in sorted(notes.items()):
         print(f"not measured: {k}: {v}")
-    print(f"wrote {os.path.relpath(RESULTS, ROOT)}")
+    print(f"wrote {os.path.relpath(out, ROOT)}")
     return 0
 
 

@@ -8,12 +8,21 @@
  * first call only allocates the per-request buffer, the following ones hand
  * over body chunks, the last one (no more data) runs the handler and queues
  * the response. The buffer is freed when the request completes.
+ *
+ * libmicrohttpd is loaded by the first ember_http_server_start (dlopen),
+ * not when the program starts: a program that serves no HTTP (ember-vmm
+ * --no-api) maps neither it nor what Debian's build links with it (GnuTLS,
+ * nettle, gmp, p11-kit, ...: about 2.5 MB of resident pages), and runs
+ * none of their constructors.
  */
 #include <ember/http.h>
+#include <ember/log.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +39,50 @@ typedef int MHD_Result_t;
 #else
 typedef enum MHD_Result MHD_Result_t;
 #endif
+
+/* The soname of the library in Debian's package libmicrohttpd12. */
+#define MHD_SONAME "libmicrohttpd.so.12"
+
+/* The functions used, resolved from the library. */
+static struct {
+	__typeof__(MHD_start_daemon) *start_daemon;
+	__typeof__(MHD_stop_daemon) *stop_daemon;
+	__typeof__(MHD_create_response_from_buffer) *create_response;
+	__typeof__(MHD_add_response_header) *add_header;
+	__typeof__(MHD_queue_response) *queue_response;
+	__typeof__(MHD_destroy_response) *destroy_response;
+	int err; /* 0 once loaded */
+} mhd;
+static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
+
+static void *mhd_sym(void *lib, const char *name)
+{
+	void *f = dlsym(lib, name);
+
+	if (!f) {
+		log_error("%s: no symbol %s", MHD_SONAME, name);
+		mhd.err = -ELIBBAD;
+	}
+	return f;
+}
+
+static void mhd_load(void)
+{
+	/* Kept loaded for the program's life: no dlclose. */
+	void *lib = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+	if (!lib) {
+		log_error("cannot load the HTTP library: %s", dlerror());
+		mhd.err = -ELIBACC;
+		return;
+	}
+	mhd.start_daemon = mhd_sym(lib, "MHD_start_daemon");
+	mhd.stop_daemon = mhd_sym(lib, "MHD_stop_daemon");
+	mhd.create_response = mhd_sym(lib, "MHD_create_response_from_buffer");
+	mhd.add_header = mhd_sym(lib, "MHD_add_response_header");
+	mhd.queue_response = mhd_sym(lib, "MHD_queue_response");
+	mhd.destroy_response = mhd_sym(lib, "MHD_destroy_response");
+}
 
 struct ember_http_server {
 	struct MHD_Daemon *daemon;
@@ -173,20 +226,19 @@ static MHD_Result_t queue(struct MHD_Connection *conn,
 	MHD_Result_t ret;
 	size_t len = r->body ? strlen(r->body) : 0;
 
-	mr = MHD_create_response_from_buffer(len, r->body,
-					     MHD_RESPMEM_MUST_FREE);
+	mr = mhd.create_response(len, r->body, MHD_RESPMEM_MUST_FREE);
 	if (!mr) {
 		free(r->body);
 		return MHD_NO;
 	}
 	r->body = NULL;
 	if (len && r->content_type)
-		MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE,
-					r->content_type);
+		mhd.add_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE,
+			       r->content_type);
 	if (r->allow)
-		MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, r->allow);
-	ret = MHD_queue_response(conn, r->status, mr);
-	MHD_destroy_response(mr);
+		mhd.add_header(mr, MHD_HTTP_HEADER_ALLOW, r->allow);
+	ret = mhd.queue_response(conn, r->status, mr);
+	mhd.destroy_response(mr);
 	return ret;
 }
 
@@ -260,6 +312,11 @@ int ember_http_server_start(int listen_fd, ember_http_handler handler,
 {
 	struct ember_http_server *srv;
 
+	pthread_once(&mhd_once, mhd_load);
+	if (mhd.err) {
+		close(listen_fd);
+		return mhd.err;
+	}
 	srv = calloc(1, sizeof(*srv));
 	if (!srv) {
 		close(listen_fd);
@@ -269,7 +326,7 @@ int ember_http_server_start(int listen_fd, ember_http_handler handler,
 	srv->handler = handler;
 	srv->ctx = ctx;
 	/* An idle client connection is dropped after 60 s. */
-	srv->daemon = MHD_start_daemon(
+	srv->daemon = mhd.start_daemon(
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
 	    on_request, srv, MHD_OPTION_LISTEN_SOCKET, listen_fd,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
@@ -299,6 +356,6 @@ void ember_http_server_stop(struct ember_http_server *srv)
 	if (!srv)
 		return;
 	/* MHD_stop_daemon closes the listening socket it was given. */
-	MHD_stop_daemon(srv->daemon);
+	mhd.stop_daemon(srv->daemon);
 	free(srv);
 }

@@ -65,6 +65,8 @@
 #define EBDA_START 0x9fc00ULL
 #define MPTABLE_GPA EBDA_START
 #define HIGH_MEMORY_START 0x100000ULL
+/* Guest RAM's name in /proc/PID/smaps: [anon:ember-guest-memory]. */
+#define GUEST_MEMORY_NAME "ember-guest-memory"
 
 /* Selectors of the boot GDT (Linux's __BOOT_CS and __BOOT_DS). */
 #define BOOT_CS_SELECTOR 0x10
@@ -306,7 +308,9 @@ struct boot_kernel {
 	size_t setup_header_len;
 };
 /* Loads an ELF vmlinux (PT_LOAD segments at their physical addresses) or a
- * bzImage (protected-mode part at 1 MiB, entry +0x200). */
+ * bzImage (protected-mode part at 1 MiB, entry +0x200; the guest
+ * decompresses itself: decompressing on the host measured slower, see
+ * docs/vmm-machine.md). */
 int boot_load_kernel(struct machine *m, const char *path,
 		     struct boot_kernel *k, char *err, size_t errlen);
 /* Places the initrd as high as it may go under the kernel's limit. */
