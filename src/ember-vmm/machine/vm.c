@@ -492,6 +492,8 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 			 load->snapshot_path, msg);
 		goto fail;
 	}
+	if (load->resume_vm)
+		vm->m->first_run_since_ns = load->request_ns;
 	ret = machine_pause(vm->m);
 	if (!ret)
 		ret = machine_start(vm->m);
