@@ -49,6 +49,19 @@ class EmberApi:
         self.path = path
         self.timeout = timeout
 
+    def wait(self, proc, timeout=60):
+        """Until the API answers: the socket file appears at bind(),
+        before listen()."""
+        wait_path(self.path, proc, timeout)
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                return self.call("GET", "/")
+            except ConnectionRefusedError:
+                if proc.poll() is not None or time.monotonic() > end:
+                    raise
+                time.sleep(0.005)
+
     def call(self, method, url, body=None):
         """One request on a new connection; raises on a status >= 300."""
         conn = _UnixHTTPConnection(self.path, self.timeout)
@@ -71,9 +84,18 @@ class Qmp:
 
     def __init__(self, path, proc, timeout=60):
         wait_path(path, proc, timeout)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        end = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(path)
+                break
+            except ConnectionRefusedError:  # bound, not yet listening
+                self.sock.close()
+                if proc.poll() is not None or time.monotonic() > end:
+                    raise
+                time.sleep(0.005)
         self.file = self.sock.makefile("rb")
         self.events = []
         self._read()  # the greeting

@@ -40,6 +40,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -107,8 +108,8 @@ class EmberGuest:
                  "--id", f"bench-snap-{mem}",
                  "--log-path", os.path.join(work, f"ember-{mem}.log")],
                 stdout=out, stderr=subprocess.DEVNULL)
-        wait_path(self.sock, self.proc, 60)
         self.api = EmberApi(self.sock)
+        self.api.wait(self.proc)
         self.round = self.console.wait_above(TOUCHED, 0, self.proc, 300)
         self.api.call("PATCH", "/vm", {"state": "Paused"})
 
@@ -207,12 +208,12 @@ def load_ember(a, work, n, backend, backend_path, state):
     console = Console(os.path.join(work, f"load-{n}.console"))
     with open(console.path, "wb") as out:
         proc = subprocess.Popen([a.vmm, "--api-sock", sock, "--id",
-                                 f"bench-load-{n}", "--log-path", log],
+                                 f"bench-load-{n}", "--log-path", log,
+                                 "--level", a.vmm_level],
                                 stdout=out, stderr=subprocess.DEVNULL)
     try:
-        wait_path(sock, proc, 60)
         api = EmberApi(sock)
-        api.call("GET", "/")
+        api.wait(proc)
         t0 = time.monotonic()
         api.call("PUT", "/snapshot/load",
                  {"snapshot_path": state,
@@ -326,6 +327,11 @@ def main():
     ap.add_argument("--mems", default="128,512",
                     help="guest sizes in MiB for create (default 128,512); "
                          "the load uses the first")
+    ap.add_argument("--vmm-level", default="Info",
+                    help="ember-vmm's log level for the loads")
+    ap.add_argument("--show-logs", action="store_true",
+                    help="print the loads' ember-vmm and ember-uffd logs "
+                         "on stderr at the end")
     a = ap.parse_args()
     mems = [int(m) for m in a.mems.split(",")]
 
@@ -368,6 +374,10 @@ def main():
         })
         print(json.dumps(r))
     finally:
+        for name in sorted(os.listdir(work)) if a.show_logs else []:
+            if name.endswith(".log"):
+                with open(os.path.join(work, name), errors="replace") as f:
+                    sys.stderr.write(f"--- {name}\n{f.read()}")
         shutil.rmtree(work, ignore_errors=True)
 
 
