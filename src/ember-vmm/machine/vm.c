@@ -428,9 +428,8 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 	struct machine_config mc = { 0 };
 	struct vmstate *s = NULL;
 	struct vm *vm = NULL;
+	uint64_t t[6]; /* phase times for the debug line */
 	int ret;
-
-	uint64_t t[6];
 
 	*out = NULL;
 	t[0] = ember_now_ns();
