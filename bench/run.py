@@ -9,6 +9,7 @@ are rough sizes only.
 Results go to bench/results/latest.json as {"key": value, ...} plus
 "_notes" (what was not measured and why) and "_machine".
 """
+import argparse
 import json
 import os
 import platform
@@ -108,20 +109,43 @@ def bench_platform(env):
                      "the agent does not pass --prefetch to ember-uffd yet")
 
 
+def bench_snapshot(env):
+    """Snapshot create and load against QEMU's save and restore
+    (bench/snapshot.py)."""
+    art = os.path.join(BUILD, "artifacts")
+    r = in_host(env, ["python3", os.path.join(ROOT, "bench", "snapshot.py"),
+                      "--vmm", os.path.join(BUILD, "src", "ember-vmm",
+                                            "ember-vmm"),
+                      "--snap", os.path.join(BUILD, "src", "ember-snap",
+                                             "ember-snap"),
+                      "--uffd", os.path.join(BUILD, "src", "ember-uffd",
+                                             "ember-uffd"),
+                      "--kernel", os.path.join(art, "bzImage"),
+                      "--rootfs", os.path.join(art, "rootfs.ext4"),
+                      "--runs", os.environ.get("EMBER_BENCH_RUNS", "3")])
+    results.update(r)
+    targets.append(("restore_first_insn_ms_uffd / restore_ms_qemu at most 0.1",
+                    r["restore_ratio_uffd_qemu"] <= 0.1))
+
+
 HOST_BENCHES = [bench_uffd, bench_init]
-GUEST_BENCHES = [bench_boot, bench_platform]
+GUEST_BENCHES = [bench_boot, bench_platform, bench_snapshot]
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", action="append", metavar="NAME",
+                    help="run only bench_NAME (e.g. snapshot, boot); "
+                         "repeatable; writes bench/results/only-NAME.json")
+    only = ap.parse_args().only
+    names = [b.__name__[len("bench_"):] for b in HOST_BENCHES + GUEST_BENCHES]
+    for n in only or []:
+        if n not in names:
+            ap.error(f"no benchmark {n}; there are: {', '.join(names)}")
     t0 = time.time()
-    # --only NAME (repeatable): run only bench_NAME, e.g. --only boot.
-    only = [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1])
-            if a == "--only"]
 
     def attempt(b, *args):
         name = b.__name__
-        if only and name[len("bench_"):] not in only:
-            return
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
             b(*args)
@@ -129,15 +153,17 @@ def main():
             notes[name] = f"failed: {e}"
             print(f"bench: {name} failed: {e}", file=sys.stderr)
 
-    for b in HOST_BENCHES:
+    def chosen(benches):
+        return [b for b in benches
+                if not only or b.__name__[len("bench_"):] in only]
+
+    for b in chosen(HOST_BENCHES):
         attempt(b)
-    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-    import nested_session  # noqa: E402
-    guest = [b for b in GUEST_BENCHES
-             if not only or b.__name__[len("bench_"):] in only]
-    if guest:  # no nested host for host-only runs
+    if chosen(GUEST_BENCHES):
+        sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+        import nested_session  # noqa: E402
         with nested_session.session(ROOT) as env:
-            for b in guest:
+            for b in chosen(GUEST_BENCHES):
                 attempt(b, env)
     doc = dict(results)
     doc["_notes"] = notes

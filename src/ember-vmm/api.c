@@ -563,9 +563,11 @@ static int snapshot_load(struct vmm *vmm, json_t *body, char *err,
 	const char *state_path, *mem_file = NULL, *type = NULL, *path = NULL;
 	const char *uds = NULL;
 	struct vm *vm = NULL;
+	uint64_t request_ns = ember_now_ns();
 	int rc = only_fields(body, fields, "PUT /snapshot/load", err, errlen);
 
 	memset(&load, 0, sizeof(load));
+	load.request_ns = request_ns;
 	if (!rc)
 		rc = string_field(body, "snapshot_path", true, &state_path,
 				  err, errlen);

@@ -161,6 +161,10 @@ struct vm_snapshot_load {
 	/* From the new VMM, not the snapshot. */
 	char id[VM_ID_MAX];
 	char serial_out_path[PATH_MAX];
+	/* When the request arrived (ember_now_ns), or 0. With resume_vm, vCPU
+	 * 0's first entry into KVM_RUN logs the time since (an info line: the
+	 * load-to-first-guest-instruction figure of bench/snapshot.py). */
+	uint64_t request_ns;
 };
 
 /* Builds a vm from a snapshot: the vmstate is read and validated in full

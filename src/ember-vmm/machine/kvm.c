@@ -669,6 +669,21 @@ static void vcpu_clear_stale_kick(struct machine_vcpu *v)
 	errno = saved;
 }
 
+/* The time from a snapshot load request to vCPU 0's first KVM_RUN after
+ * it: taken here, right before the ioctl; the guest's next instruction
+ * runs inside it. */
+static void log_first_run(struct machine *m)
+{
+	uint64_t now = ember_now_ns();
+	uint64_t since = __atomic_exchange_n(&m->first_run_since_ns, 0,
+					     __ATOMIC_RELAXED);
+
+	if (since && now >= since)
+		olog_info(MLOG_ID(m),
+			  "snapshot load: vCPU 0 entered KVM_RUN %llu us after the load request",
+			  (unsigned long long)((now - since) / 1000));
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct machine_vcpu *v = arg;
@@ -684,6 +699,9 @@ static void *vcpu_thread(void *arg)
 			vcpu_park(v);
 			continue;
 		}
+		if (v->index == 0 &&
+		    __atomic_load_n(&m->first_run_since_ns, __ATOMIC_RELAXED))
+			log_first_run(m);
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR)
 				vcpu_clear_stale_kick(v);

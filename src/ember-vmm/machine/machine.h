@@ -179,6 +179,9 @@ struct machine {
 	enum machine_end end;
 	bool started;
 	uint64_t start_ns;	/* machine_start time (boot timer) */
+	/* Non-zero: vCPU 0 logs the time from this (ember_now_ns) to its next
+	 * entry into KVM_RUN, once (set by a snapshot load with resume_vm). */
+	uint64_t first_run_since_ns;
 
 	/* Pause (kvm.c): vCPU threads park before KVM_RUN while
 	 * pause_requested; machine_pause waits until all active ones have. */

@@ -512,9 +512,11 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 	struct machine_config mc = { 0 };
 	struct vmstate *s = NULL;
 	struct vm *vm = NULL;
+	uint64_t t[6]; /* phase times for the debug line */
 	int ret;
 
 	*out = NULL;
+	t[0] = ember_now_ns();
 	ret = vmstate_read_file(load->snapshot_path, &s, why, sizeof(why));
 	if (ret) {
 		snprintf(err, errlen, "snapshot file %s: %s",
@@ -543,12 +545,14 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 		.track_dirty_pages = load->track_dirty_pages,
 		.serial_out_path = vm->cfg->serial_out_path,
 	};
+	t[1] = ember_now_ns();
 	ret = machine_create(&mc, &vm->m);
 	if (ret) {
 		snprintf(err, errlen, "cannot create the KVM machine: %s",
 			 strerror(-ret));
 		goto fail;
 	}
+	t[2] = ember_now_ns();
 	for (size_t i = 0; i < EMBER_ARRAY_SIZE(device_table); i++) {
 		msg[0] = '\0';
 		ret = device_table[i].add(vm->m, vm->cfg, msg, sizeof(msg));
@@ -567,6 +571,7 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 			 load->snapshot_path, msg);
 		goto fail;
 	}
+	t[3] = ember_now_ns();
 	if (load->backend == VM_MEM_FILE)
 		ret = machine_map_memory_file(vm->m, load->backend_path, msg,
 					      sizeof(msg));
@@ -577,12 +582,23 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 		snprintf(err, errlen, "%s", msg);
 		goto fail;
 	}
+	t[4] = ember_now_ns();
 	ret = machine_restore_state(vm->m, s, msg, sizeof(msg));
 	if (ret) {
 		snprintf(err, errlen, "snapshot file %s: %s",
 			 load->snapshot_path, msg);
 		goto fail;
 	}
+	t[5] = ember_now_ns();
+	olog_debug(vm->cfg->id,
+		   "snapshot load: vmstate %llu us, machine %llu us, devices %llu us, memory %llu us, state %llu us",
+		   (unsigned long long)(t[1] - t[0]) / 1000,
+		   (unsigned long long)(t[2] - t[1]) / 1000,
+		   (unsigned long long)(t[3] - t[2]) / 1000,
+		   (unsigned long long)(t[4] - t[3]) / 1000,
+		   (unsigned long long)(t[5] - t[4]) / 1000);
+	if (load->resume_vm)
+		vm->m->first_run_since_ns = load->request_ns;
 	ret = machine_pause(vm->m);
 	if (!ret)
 		ret = machine_start(vm->m);

@@ -92,10 +92,12 @@ static int write_whole(const char *path, const void *buf, size_t len)
 	return rc;
 }
 
-static pid_t start_vmm(const char *id)
+/* log: the VMM's --log-path, or NULL for stderr. */
+static pid_t start_vmm_log(const char *id, const char *log)
 {
 	char *argv[] = {(char *)vmm_bin, "--api-sock", api_sock, "--id",
-			(char *)id, NULL};
+			(char *)id, log ? "--log-path" : NULL, (char *)log,
+			NULL};
 	pid_t pid;
 
 	unlink(api_sock);
@@ -106,6 +108,38 @@ static pid_t start_vmm(const char *id)
 		return -1;
 	}
 	return pid;
+}
+
+static pid_t start_vmm(const char *id)
+{
+	return start_vmm_log(id, NULL);
+}
+
+/* Whether the file at path holds needle now. */
+static bool file_has(const char *path, const char *needle)
+{
+	char *text = NULL;
+	size_t len = 0;
+	bool found = false;
+
+	if (read_whole(path, &text, &len) == 0) {
+		text[len] = '\0';
+		found = strstr(text, needle) != NULL;
+	}
+	free(text);
+	return found;
+}
+
+/* Whether the file at path holds needle within timeout_ms. */
+static bool file_shows(const char *path, const char *needle, long timeout_ms)
+{
+	for (long t = 0; t <= timeout_ms; t += 50) {
+		if (file_has(path, needle))
+			return true;
+		sleep_ms(50);
+	}
+	fprintf(stderr, "  %s lacks \"%s\"\n", path, needle);
+	return false;
 }
 
 /* Kills the VMM as the platform does after a pause snapshot. */
@@ -202,7 +236,13 @@ static void test_pause_snapshot(void)
 
 static void test_load(void)
 {
-	pid_t pid = start_vmm("snap-b");
+	char log[320];
+	pid_t pid;
+
+	/* Loaded paused, then resumed: no load-to-KVM_RUN line (it is the
+	 * figure of a load with resume_vm only). */
+	snprintf(log, sizeof(log), "%s/vmm-b.log", tmpdir);
+	pid = start_vmm_log("snap-b", log);
 
 	if (pid < 0) {
 		CHECK(0);
@@ -219,10 +259,15 @@ static void test_load(void)
 	CHECK(api_req("PATCH", "/vm", "{\"state\": \"Resumed\"}") == 204);
 	CHECK(state_is("Running"));
 	CHECK(api_req("PATCH", "/vm", "{\"state\": \"Paused\"}") == 204);
+	CHECK(file_shows(log, "microVM paused", 5000));
+	CHECK(!file_has(log, "entered KVM_RUN"));
 	stop_vmm(pid);
 
-	/* Firecracker's older shape: mem_file_path instead of mem_backend. */
-	pid = start_vmm("snap-c");
+	/* Firecracker's older shape: mem_file_path instead of mem_backend.
+	 * With resume_vm, vCPU 0's first KVM_RUN logs its time since the
+	 * request. */
+	snprintf(log, sizeof(log), "%s/vmm-c.log", tmpdir);
+	pid = start_vmm_log("snap-c", log);
 	if (pid >= 0) {
 		char body[900];
 
@@ -232,6 +277,9 @@ static void test_load(void)
 			 state, mem);
 		CHECK(api_req("PUT", "/snapshot/load", body) == 204);
 		CHECK(state_is("Running"));
+		CHECK(file_shows(log, "snapshot load: vCPU 0 entered KVM_RUN ",
+				 10000));
+		CHECK(file_has(log, " us after the load request"));
 		stop_vmm(pid);
 	}
 }
