@@ -653,6 +653,7 @@ static void *vcpu_thread(void *arg)
 {
 	struct machine_vcpu *v = arg;
 	struct machine *m = v->m;
+	bool stopped_itself = false;
 	sigset_t set;
 
 	sigemptyset(&set);
@@ -673,10 +674,22 @@ static void *vcpu_thread(void *arg)
 				   strerror(errno));
 			machine_dump_vcpu(m, v->index);
 			machine_end(m, MACHINE_END_CRASH);
+			stopped_itself = true;
 			break;
 		}
-		if (!handle_exit(v))
+		if (!handle_exit(v)) {
+			stopped_itself = true;
 			break;
+		}
+	}
+	/* Another vCPU crashed: where this one was is evidence too (on AMD
+	 * the crashed one's registers are already reset, see
+	 * machine_dump_vcpu); it left KVM_RUN through the kick, between two
+	 * guest instructions. */
+	if (!stopped_itself && end_of(m) == MACHINE_END_CRASH) {
+		olog_error(MLOG_ID(m), "vCPU %u was running when the guest crashed:",
+			   v->index);
+		machine_dump_vcpu(m, v->index);
 	}
 	pthread_mutex_lock(&m->pause_lock);
 	m->n_active--;
