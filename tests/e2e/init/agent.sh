@@ -16,6 +16,7 @@
 # reboots and the VMM must exit 0 with its socket removed.
 # With --bench it also prints `ember-initctl bench` (JSON) over vsock;
 # --bench-only boots, prints that and nothing else (bench/init/vsock.sh).
+# EMBER_E2E_AGENT_VCPUS sets the guest's vCPUs (default 1).
 # Exit 0: all passed; 77: skipped (no artifacts, no ember-init in the image,
 # no /dev/kvm); 1: failed.
 set -u
@@ -25,6 +26,7 @@ CTL=$2
 ART=$3
 BENCH=${4:-}
 BOOT_TIMEOUT=${EMBER_E2E_BOOT_TIMEOUT:-300}
+VCPUS=${EMBER_E2E_AGENT_VCPUS:-1}
 TOKEN=e2e-token-$$
 
 for f in "$ART/vmlinux" "$ART/rootfs.ext4"; do
@@ -63,7 +65,7 @@ cat >"$T/vm.json" <<EOF
 {
   "boot-source": {"kernel_image_path": "$ART/vmlinux",
     "boot_args": "console=ttyS0 reboot=k panic=1 pci=off quiet ember.token=$TOKEN ember.hostname=e2e-agent"},
-  "machine-config": {"vcpu_count": 1, "mem_size_mib": 512},
+  "machine-config": {"vcpu_count": $VCPUS, "mem_size_mib": 512},
   "drives": [{"drive_id": "rootfs", "path_on_host": "$T/rootfs.ext4",
               "is_root_device": true, "is_read_only": false}],
   "vsock": {"guest_cid": 3, "uds_path": "$SOCK"}
