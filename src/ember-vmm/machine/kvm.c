@@ -69,6 +69,12 @@ static int get_supported_cpuid(struct machine *m)
 		free(c);
 		return ret;
 	}
+	/* Without TSC-deadline mode Linux calibrates the LAPIC timer against
+	 * the PIT; where time is uneven (the nested host) that check fails,
+	 * the LAPIC timer is disabled and every CPU but the first gets its
+	 * ticks as IPIs from the PIT's (periodic, no NOHZ). */
+	if (ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+		cpuid_set_tsc_deadline(c);
 	m->supported_cpuid = c;
 	return 0;
 }
