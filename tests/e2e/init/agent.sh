@@ -56,11 +56,12 @@ pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 ctl() { "$CTL" --socket "$SOCK" --vsock-port 1024 --token "$TOKEN" --timeout 60 "$@"; }
 
-# TODO(vsock): one vCPU. With two, the guest triple-faulted (no panic on
-# its console) during the 50 MiB stdout step in 2 of 3 fresh-clone CI runs
-# inside the nested host, and passed in 13 of 13 runs by hand; neither a
-# review of virtio_vsock.c/virtio_mmio.c nor those runs found the cause
-# (suspected: the nested host's emulated SVM). Every 1-vCPU guest passed.
+# TODO(vsock): one vCPU by default. With two, the guest triple-faulted (no
+# panic on its console) during the 50 MiB stdout step in 2 of 3 fresh-clone
+# CI runs inside the nested host; in a later loop the nested host's own
+# kernel crashed under a stalled 2-vCPU guest. The evidence points at the
+# nested host's emulated SVM, not proven: docs/vmm-machine.md, "Guests with
+# several vCPUs in the nested host". Every 1-vCPU guest passed.
 cat >"$T/vm.json" <<EOF
 {
   "boot-source": {"kernel_image_path": "$ART/vmlinux",

@@ -84,12 +84,12 @@ args="console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw quiet ember.run64=
 start_vmm a
 pid_a=$pid
 s1=$(api "$T/a.sock" PUT /boot-source "{\"kernel_image_path\": \"$ART/vmlinux\", \"boot_args\": \"$args\"}")
-# TODO(snapshot): one vCPU. With two, a restored guest triple-faulted after
-# a few pause/resume cycles in 1 of 3 fresh-clone CI runs inside the nested
-# host (and a 2-vCPU init-agent guest twice under vsock load); the cause is
-# not found (the nested host's emulated SVM is suspected, not proven).
-# Snapshots of several vCPUs have no exact test yet either (the kvm tier's
-# snapshot guests have one).
+# TODO(snapshot): one vCPU by default. With two, a restored guest
+# triple-faulted after a few pause/resume cycles in 1 of 3 fresh-clone CI
+# runs inside the nested host; the evidence points at the nested host's
+# emulated SVM, not proven (docs/vmm-machine.md, "Guests with several vCPUs
+# in the nested host"). Snapshots of several vCPUs have no exact test yet
+# either (the kvm tier's snapshot guests have one).
 s2=$(api "$T/a.sock" PUT /machine-config '{"vcpu_count": '"$VCPUS"', "mem_size_mib": 256, "track_dirty_pages": true}')
 s3=$(api "$T/a.sock" PUT /drives/rootfs "{\"drive_id\": \"rootfs\", \"path_on_host\": \"$T/rootfs.ext4\", \"is_root_device\": true, \"is_read_only\": false}")
 s4=$(api "$T/a.sock" PUT /actions '{"action_type": "InstanceStart"}')
