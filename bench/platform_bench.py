@@ -182,14 +182,14 @@ def file_throughput(ag, sid, mib, runs):
         if int(r.get("bytesWritten", 0)) != len(data):
             raise RuntimeError(f"WriteFile of {len(data)} bytes in {sid} "
                                f"answered {r}")
-        writes.append(round(mib / dt, 1))
+        writes.append(round(mib / dt, 2))
         t0 = time.monotonic()
         r = ag.call("ReadFile", {"sandboxId": sid, "path": path})
         dt = time.monotonic() - t0
         if base64.b64decode(r.get("content", "")) != data:
             raise RuntimeError(f"ReadFile of {path} in {sid}: not the bytes "
                                "written")
-        reads.append(round(mib / dt, 1))
+        reads.append(round(mib / dt, 2))
     code, _ = ag.exec(sid, ["rm", "-f", path])
     if code != 0:
         raise RuntimeError(f"rm {path} exited {code} in {sid}")
