@@ -22,6 +22,11 @@ and measures, from this side of the RPC:
                             the host's free memory allows; spawn_parallel_n)
   exec_rtt_ms               Exec of `true` through the agent (agent-level:
                             emberd's REST adds one more hop), median of 10
+  file_write_mib_s          WriteFile of a --file-mib (32) MiB random file
+  file_read_mib_s           ReadFile of it back (compared byte for byte);
+                            both through the agent's RPC (JSON, base64) and
+                            the guest agent over vsock, median of
+                            --file-runs (3)
 
 Everything it creates is destroyed at the end, also on errors, and the
 agent is stopped. Progress goes to stderr; one JSON object is printed on
@@ -159,6 +164,38 @@ def uffd_faults(state, sid, prefix, timeout=10):
     raise RuntimeError(f"no metrics line in {path} after SIGUSR1")
 
 
+def file_throughput(ag, sid, mib, runs):
+    """WriteFile then ReadFile of a random file of mib MiB in sandbox sid,
+    through the agent's RPC (JSON bodies, content in base64) and on to the
+    guest agent over vsock; each read is compared with what was written.
+    Returns (write MiB/s, read MiB/s), medians of runs, and the per-run
+    figures."""
+    data = os.urandom(mib << 20)
+    b64 = base64.b64encode(data).decode()
+    path = "/root/bench-file"
+    writes, reads = [], []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        r = ag.call("WriteFile", {"sandboxId": sid, "path": path,
+                                  "content": b64, "mode": 0o600})
+        dt = time.monotonic() - t0
+        if int(r.get("bytesWritten", 0)) != len(data):
+            raise RuntimeError(f"WriteFile of {len(data)} bytes in {sid} "
+                               f"answered {r}")
+        writes.append(round(mib / dt, 2))
+        t0 = time.monotonic()
+        r = ag.call("ReadFile", {"sandboxId": sid, "path": path})
+        dt = time.monotonic() - t0
+        if base64.b64decode(r.get("content", "")) != data:
+            raise RuntimeError(f"ReadFile of {path} in {sid}: not the bytes "
+                               "written")
+        reads.append(round(mib / dt, 2))
+    code, _ = ag.exec(sid, ["rm", "-f", path])
+    if code != 0:
+        raise RuntimeError(f"rm {path} exited {code} in {sid}")
+    return statistics.median(writes), statistics.median(reads), writes, reads
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--agent", default=os.path.join(
@@ -168,6 +205,8 @@ def main():
     ap.add_argument("--resume-runs", type=int, default=3)
     ap.add_argument("--spawn-runs", type=int, default=3)
     ap.add_argument("--exec-runs", type=int, default=10)
+    ap.add_argument("--file-mib", type=int, default=32)
+    ap.add_argument("--file-runs", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=10)
     ap.add_argument("--idle", type=float, default=5.0,
                     help="seconds the sandbox idles before each pause")
@@ -275,6 +314,10 @@ def main():
             rtts.append(ms(time.monotonic() - t0))
         res["exec_rtt_ms"] = statistics.median(rtts)
         log(f"exec rtt: {rtts}")
+        (res["file_write_mib_s"], res["file_read_mib_s"], fw,
+         fr) = file_throughput(ag, sid, a.file_mib, a.file_runs)
+        res["file_mib"] = a.file_mib
+        log(f"{a.file_mib} MiB file: write {fw} MiB/s, read {fr} MiB/s")
         destroy(sid)
 
         # ---- spawn from a snapshot template (128 MiB) ----

@@ -12,6 +12,7 @@
 /* Leaf 1 bits. */
 #define CPUID1_ECX_VMX (1u << 5)
 #define CPUID1_ECX_HYPERVISOR (1u << 31)
+#define CPUID1_ECX_TSC_DEADLINE (1u << 24)
 #define CPUID1_EDX_HTT (1u << 28)
 /* Leaf 0x80000001 ECX. */
 #define CPUID81_ECX_SVM (1u << 2)
@@ -123,4 +124,11 @@ void cpuid_normalize(struct kvm_cpuid2 *c, unsigned apic_id, unsigned ncpus,
 			break;
 		}
 	}
+}
+
+void cpuid_set_tsc_deadline(struct kvm_cpuid2 *c)
+{
+	for (unsigned i = 0; i < c->nent; i++)
+		if (c->entries[i].function == 1)
+			c->entries[i].ecx |= CPUID1_ECX_TSC_DEADLINE;
 }

@@ -24,7 +24,6 @@
 #define KVM_API_VERSION_EXPECTED 12
 #define MAX_CPUID_ENTRIES 256
 #define MAX_BOOT_MSRS 32
-#define CPUID1_ECX_TSC_DEADLINE (1u << 24)
 
 #define APIC_LVT_LINT0 0x350
 #define APIC_LVT_LINT1 0x360
@@ -71,16 +70,12 @@ static int get_supported_cpuid(struct machine *m)
 		free(c);
 		return ret;
 	}
-	/* KVM emulates the LAPIC's TSC-deadline mode but leaves the bit out
-	 * of the supported list (Documentation/virt/kvm/api.rst): without it
-	 * Linux calibrates the LAPIC timer against the PIT at boot (about
-	 * 0.3 s in the nested host, where the check then fails and the LAPIC
-	 * timer is disabled, every tick going through the PIT). */
-	if (ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) >
-	    0)
-		for (unsigned i = 0; i < c->nent; i++)
-			if (c->entries[i].function == 1)
-				c->entries[i].ecx |= CPUID1_ECX_TSC_DEADLINE;
+	/* Without TSC-deadline mode Linux calibrates the LAPIC timer against
+	 * the PIT; where time is uneven (the nested host) that check fails,
+	 * the LAPIC timer is disabled and every CPU but the first gets its
+	 * ticks as IPIs from the PIT's (periodic, no NOHZ). */
+	if (ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+		cpuid_set_tsc_deadline(c);
 	m->supported_cpuid = c;
 	return 0;
 }
@@ -688,6 +683,7 @@ static void *vcpu_thread(void *arg)
 {
 	struct machine_vcpu *v = arg;
 	struct machine *m = v->m;
+	bool stopped_itself = false;
 	sigset_t set;
 
 	sigemptyset(&set);
@@ -711,10 +707,22 @@ static void *vcpu_thread(void *arg)
 				   strerror(errno));
 			machine_dump_vcpu(m, v->index);
 			machine_end(m, MACHINE_END_CRASH);
+			stopped_itself = true;
 			break;
 		}
-		if (!handle_exit(v))
+		if (!handle_exit(v)) {
+			stopped_itself = true;
 			break;
+		}
+	}
+	/* Another vCPU crashed: where this one was is evidence too (on AMD
+	 * the crashed one's registers are already reset, see
+	 * machine_dump_vcpu); it left KVM_RUN through the kick, between two
+	 * guest instructions. */
+	if (!stopped_itself && end_of(m) == MACHINE_END_CRASH) {
+		olog_error(MLOG_ID(m), "vCPU %u was running when the guest crashed:",
+			   v->index);
+		machine_dump_vcpu(m, v->index);
 	}
 	pthread_mutex_lock(&m->pause_lock);
 	m->n_active--;

@@ -61,6 +61,10 @@ int bzimage_parse(const uint8_t *buf, size_t len, struct bzimage_info *out);
  * signature, no VMX/SVM, no PMU. */
 void cpuid_normalize(struct kvm_cpuid2 *c, unsigned apic_id, unsigned ncpus,
 		     bool smt);
+/* Leaf 1 ECX bit 24: the LAPIC's TSC-deadline mode. KVM emulates it
+ * (KVM_CAP_TSC_DEADLINE_TIMER) but leaves it out of
+ * KVM_GET_SUPPORTED_CPUID; the VMM sets it. */
+void cpuid_set_tsc_deadline(struct kvm_cpuid2 *c);
 
 /* Fills the MSRs a Linux guest expects at reset. Returns the count. */
 unsigned msr_boot_entries(struct kvm_msr_entry *out, unsigned max);

@@ -1,6 +1,7 @@
-/* Every vCPU starts here. Each writes (its APIC id + 1) from CPUID leaf 1
- * to GUEST_DATA + id; the vCPU with APIC id 0 waits until the count of
- * vCPUs the test put at GUEST_DATA + 0x100 have written, then resets. */
+/* Every vCPU starts here. Each writes its CPUID leaf 1 ECX to GUEST_DATA +
+ * 0x200 + 4 * id, then (its APIC id + 1) to GUEST_DATA + id; the vCPU with
+ * APIC id 0 waits until the count of vCPUs the test put at GUEST_DATA +
+ * 0x100 have written, then resets. */
 #include "guest.h"
 	.code64
 	.text
@@ -11,6 +12,7 @@ start:
 	shr $24, %ebx
 	lea 1(%rbx), %eax
 	mov %ebx, %edi
+	mov %ecx, GUEST_DATA + 0x200(,%rdi,4)
 	movb %al, GUEST_DATA(%rdi)
 	test %edi, %edi
 	jnz park

@@ -55,6 +55,10 @@ int main(void)
 	CHECK(!(e->ecx & (1u << 5)));	     /* no VMX */
 	CHECK(e->ecx & 1u);		     /* host feature kept */
 	CHECK(e->edx & (1u << 28));	     /* HTT: several logical */
+	CHECK(!(e->ecx & (1u << 24)));	     /* TSC deadline: not by itself */
+	cpuid_set_tsc_deadline(c);
+	CHECK(leaf(c, 1, 0)->ecx & (1u << 24));
+	CHECK(!(leaf(c, 0xb, 0)->ecx & (1u << 24))); /* leaf 1 only */
 	e = leaf(c, 0xa, 0);
 	CHECK(e->eax == 0 && e->ebx == 0);   /* no PMU */
 	e = leaf(c, 0xb, 0);
