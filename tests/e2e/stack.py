@@ -49,8 +49,11 @@ ROOT = os.environ.get("EMBER_ROOT") or os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("EMBER_BUILD") or os.path.join(ROOT, "build")
 ART = os.environ.get("EMBER_ARTIFACTS") or os.path.join(BUILD, "artifacts")
-NESTED = os.environ.get("EMBER_NESTED") or os.path.join(
-    BUILD, "hosts", "nested", "ember-nested")
+# EMBER_NESTED is the launcher in tests/e2e's environment, but 0 or 1 (run
+# guests here or in a nested host) for a user.
+NESTED = os.environ.get("EMBER_NESTED", "")
+if not os.access(NESTED, os.X_OK):
+    NESTED = os.path.join(BUILD, "hosts", "nested", "ember-nested")
 EMBER = os.path.join(BUILD, "src", "ember", "ember")
 EMBERD = os.path.join(BUILD, "src", "emberd", "emberd")
 AGENT = os.path.join(BUILD, "src", "ember-agent", "ember-agent")
