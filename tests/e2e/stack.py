@@ -103,6 +103,7 @@ class Stack:
         self.port = None
         self.db = None
         self.baseline = set()         # VMM and page server pids before us
+        self.failing = False          # set by run(): keep the guests' logs
         self.agent_starts = 0
 
     # ---------------------------------------------------------- start
@@ -148,14 +149,8 @@ class Stack:
             raise RuntimeError(f"emberd keys create: {p.stderr.strip()}")
         self.key = p.stdout.strip()
         self.start_emberd()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            hosts = self.ember_json("host", "list").get("hosts", [])
-            if hosts and all(h.get("state") == "up" for h in hosts):
-                break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"the host never came up: {hosts}")
+        if not self.wait_host_up():
+            raise RuntimeError("emberd never saw the agent up")
         log(f"stack up: emberd {self.url} ({self.db_kind}), agent "
             f"{self.agent_url}, work {self.work}")
 
@@ -302,6 +297,8 @@ class Stack:
     def stop(self):
         """Tears everything down; returns what was left behind."""
         left = []
+        if self.failing and getattr(self, "agent_run", None):
+            self.dump_sandbox_logs()
         if self.emberd and self.emberd.poll() is None and self.key:
             left += self.destroy_all()
         if self.emberd:
@@ -376,12 +373,23 @@ class Stack:
             f"rm -rf {self.agent_state} {self.agent_run}")
         return left
 
+    def dump_sandbox_logs(self):
+        """The tails of every sandbox's VMM, page server and console logs
+        where the agent runs, before teardown removes them."""
+        out = self.in_host(
+            f"for f in {self.agent_state}/sandboxes/*/*.log; do "
+            f"[ -f $f ] || continue; echo \"--- $f\"; tail -n 25 $f; "
+            f"done; true")[1]
+        with open(os.path.join(self.work, "sandboxes.log"), "w") as f:
+            f.write(out)
+
     def show_logs(self):
-        for f in ("emberd.log", "agent.log"):
+        for f in ("emberd.log", "agent.log", "sandboxes.log"):
             p = os.path.join(self.work, f)
             if os.path.exists(p):
                 with open(p, errors="replace") as fh:
-                    lines = fh.readlines()[-40:]
+                    lines = fh.readlines()[-(200 if f == "sandboxes.log"
+                                         else 40):]
                 print(f"--- {f} (last {len(lines)} lines)", file=sys.stderr)
                 sys.stderr.writelines(lines)
 
@@ -473,6 +481,16 @@ class Stack:
             f"done; true")[1].split()
         return int(out[0]) if out else None
 
+    def wait_host_up(self, timeout=60):
+        """Waits until emberd has seen every host up again."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hosts = self.ember_json("host", "list").get("hosts", [])
+            if hosts and all(h.get("state") == "up" for h in hosts):
+                return True
+            time.sleep(0.5)
+        return False
+
     def wait_state(self, sid, states, timeout=120):
         """Polls `ember sandbox get` until its state is one of STATES;
         returns the sandbox (or the last one seen)."""
@@ -510,6 +528,7 @@ def run(name, body, **stack_args):
                 body(st, check)
             except Exception as e:  # noqa: BLE001 (reported as a failure)
                 check(False, f"the test stopped: {type(e).__name__}: {e}")
+            st.failing = bool(check.failed)
         check(not st.leftovers, f"nothing left behind ({st.leftovers})")
     except Skip as e:
         print(f"SKIP: {e}")

@@ -148,7 +148,7 @@ def run_all(st, check, tmp):
     rc, out, _ = ember("sandbox", "cp", f"{a}:/root/note.txt", "-")
     check(rc == 0 and out == "kept across everything\n",
           f"cp ID:PATH - to stdout ({out!r})")
-    rc, out, _ = ember("sandbox", "cp", f"{a}:/etc/hostname", "-")
+    rc, out, _ = ember("sandbox", "exec", a, "--", "hostname")
     check(rc == 0 and out.strip() == a, f"the hostname is the id ({out!r})")
     rc, _, err = ember("sandbox", "cp", f"{a}:/no/such/file", "-")
     check(rc == EXIT_NOT_FOUND, f"cp of a missing file: exit 3 ({rc}, {err})")

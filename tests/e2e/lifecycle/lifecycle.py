@@ -58,7 +58,16 @@ def recover(st, check, sid, when):
           f"({sb.get('error')!r})")
     if sb["state"] == "error":
         check(sb.get("error"), f"{when}: the error has a reason")
-        return False
+        # Its host may still run it (the reconciler then says running)
+        # or hold a paused snapshot of it (resume takes an error).
+        sb = st.wait_state(sid, ("running",), timeout=5 *
+                           st.reconcile_interval + 5)
+        if sb["state"] == "error":
+            rc, _, err = st.ember("-q", "sandbox", "resume", sid)
+            stack.log(f"{when}: resume of {sid} in error: {rc} {err}")
+            sb = settle(st, sid)
+        check(sb["state"] == "running",
+              f"{when}: {sid} is running again ({sb['state']})")
     if sb["state"] == "paused":
         rc, _, err = st.ember("-q", "sandbox", "resume", sid)
         check(rc == 0, f"{when}: paused {sid} resumes ({err.strip()})")
@@ -185,6 +194,7 @@ def lifecycle(st, check):
     out_, err_ = p.communicate(timeout=400)
     stack.log(f"the pause said {p.returncode}: {err_.strip()}")
     st.start_agent()
+    check(st.wait_host_up(), "emberd sees the restarted agent up")
     recover(st, check, a, "after the agent's kill -9 during a pause")
     # Whatever state A is in now, it can be killed and nothing is left.
     rc, _, err = ember("-q", "sandbox", "kill", a)
