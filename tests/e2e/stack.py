@@ -467,6 +467,14 @@ class Stack:
                            stdin=subprocess.DEVNULL, timeout=timeout)
         return p.returncode, p.stdout
 
+    def in_host_popen(self, script):
+        """Starts a shell script where the agent runs; its stdout is a
+        pipe."""
+        cmd = ([NESTED, "exec", "-n", "--state-dir", self.nested_state,
+                "--"] if self.nested_state else []) + ["sh", "-c", script]
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, text=True)
+
     def in_host_ok(self, script, timeout=120):
         st, out = self.in_host(script, timeout)
         if st != 0:

@@ -186,13 +186,24 @@ def lifecycle(st, check):
 
     # 7. The agent killed during a pause, and started again.
     stack.log("7. agent killed during a pause")
+    # The kill comes from inside the host once the VMM says the guest is
+    # paused: the agent is then writing the snapshot.
+    vlog = f"{st.agent_state}/sandboxes/{a}/vmm.log"
+    watcher = st.in_host_popen(
+        f"n=$(grep -c 'microVM paused' {vlog}); echo watching; i=0; "
+        f"while [ $i -lt 1500 ]; do [ $(grep -c 'microVM paused' {vlog}) "
+        f"-gt $n ] && {{ kill -9 $(cat {st.agent_run}/agent.pid); "
+        f"echo killed; exit 0; }}; sleep 0.02; i=$((i+1)); done; exit 1")
+    check(watcher.stdout.readline() == "watching\n", "the watcher runs")
     p = subprocess.Popen([stack.EMBER, "sandbox", "pause", a], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
-    time.sleep(1.0)
-    st.kill_agent("KILL")
     out_, err_ = p.communicate(timeout=400)
-    stack.log(f"the pause said {p.returncode}: {err_.strip()}")
+    w_out, _ = watcher.communicate(timeout=60)
+    check(w_out.strip() == "killed" and p.returncode != 0,
+          f"the agent was killed during the pause (the pause said "
+          f"{p.returncode}: {err_.strip()!r})")
+    st.kill_agent("KILL")
     st.start_agent()
     check(st.wait_host_up(), "emberd sees the restarted agent up")
     recover(st, check, a, "after the agent's kill -9 during a pause")
