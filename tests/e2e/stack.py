@@ -86,13 +86,14 @@ def port_open(port):
 
 class Stack:
     def __init__(self, name, db="sqlite", reconcile_interval=1,
-                 default_timeout=600):
+                 default_timeout=600, work=None):
         self.name = name
+        self.own_work = work is None
         self.db_kind = db
         self.reconcile_interval = reconcile_interval
         self.default_timeout = default_timeout
         self.nested_state = os.environ.get("EMBER_NESTED_STATE") or None
-        self.work = None
+        self.work = work
         self.emberd = None
         self.emberd_log = None
         self.agent_client = None      # the local process: agent or exec
@@ -130,8 +131,9 @@ class Stack:
 
     def start(self):
         self.check_prereqs()
-        self.work = tempfile.mkdtemp(prefix=f"ember-e2e-{self.name}.",
-                                     dir="/var/tmp")
+        if self.own_work:
+            self.work = tempfile.mkdtemp(prefix=f"ember-e2e-{self.name}.",
+                                         dir="/var/tmp")
         tag = f"{self.name}.{os.getpid()}"
         self.agent_state = f"/var/lib/ember/e2e/{tag}"
         self.agent_run = f"/run/ember-e2e-{tag}"
@@ -323,7 +325,7 @@ class Stack:
         if self.work:
             if left or os.environ.get("EMBER_E2E_KEEP") == "1":
                 self.show_logs()
-            if os.environ.get("EMBER_E2E_KEEP") != "1":
+            if self.own_work and os.environ.get("EMBER_E2E_KEEP") != "1":
                 shutil.rmtree(self.work, ignore_errors=True)
             self.work = None
         for x in left:
@@ -547,3 +549,41 @@ def run(name, body, **stack_args):
     return 1 if check.failed else 0
 
 
+def serve(argv):
+    """stack.py serve WORKDIR: starts a stack with emberd's defaults (make
+    demo), writes WORKDIR/stack.env (shell assignments: EMBER_API_URL,
+    EMBER_API_KEY, AGENT_URL, AGENT_STATE, AGENT_RUN) and waits for
+    SIGTERM or SIGINT; then stops it, exiting 1 if anything was left."""
+    if len(argv) != 2:
+        print("usage: stack.py serve WORKDIR", file=sys.stderr)
+        return 2
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    st = Stack("demo", reconcile_interval=5, default_timeout=300,
+               work=argv[1])
+    try:
+        st.start()
+        env = os.path.join(argv[1], "stack.env")
+        with open(env + ".tmp", "w") as f:
+            f.write(f"EMBER_API_URL={st.url}\nEMBER_API_KEY={st.key}\n"
+                    f"AGENT_URL={st.agent_url}\n"
+                    f"AGENT_STATE={st.agent_state}\n"
+                    f"AGENT_RUN={st.agent_run}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(env + ".tmp", env)
+        while not stop:
+            time.sleep(0.2)
+    except Exception as e:  # noqa: BLE001 (said, then torn down)
+        print(f"stack.py: {e}", file=sys.stderr)
+        st.stop()
+        return 1
+    return 1 if st.stop() else 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        sys.exit(serve(sys.argv[2:]))
+    print("usage: stack.py serve WORKDIR", file=sys.stderr)
+    sys.exit(2)
