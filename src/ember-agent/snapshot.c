@@ -351,6 +351,9 @@ static int spawn_uffd(struct agent *a, const char *id, const char *header,
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		snprintf(fdnum, sizeof(fdnum), "3");
+		/* TODO(agent): a layer cut short is refused here, a layer
+		 * with flipped bytes is not (--verify-layers reads every
+		 * layer, which lazy loading is there to avoid). */
 		char *argv[] = { a->cfg.uffd_bin, "--socket", (char *)sock,
 				 "--header", (char *)header, "--layers-dir",
 				 (char *)snap, "--ready-fd", fdnum, "--id",
@@ -482,7 +485,9 @@ static int reidentify(struct agent *a, const struct sandbox *s, pid_t vmm,
 			return -ECHILD;
 		}
 		/* Without its page server the guest waits on its next
-		 * fault for ever. */
+		 * fault for ever. TODO(agent): nothing watches the page
+		 * server after the resume; its death then hangs the guest
+		 * while the sandbox still reads running. */
 		if (uffd > 0 && !ns_pid_alive(uffd, true)) {
 			agent_err_set(e, "the page server exited during the resume (see uffd.log)");
 			return -ECHILD;
