@@ -166,7 +166,7 @@ class Stack:
         if os.getuid() == 0:
             subprocess.run(["chown", "-R", "postgres:", self.pg_dir],
                            check=True, timeout=30)
-        data = os.path.join(self.pg_dir, "data")
+        data = self.pg_data = os.path.join(self.pg_dir, "data")
         port = free_port()
         subprocess.run(as_pg + [f"{PG_BIN}/initdb", "-D", data, "-A",
                                 "trust", "-U", "postgres"],
@@ -177,7 +177,6 @@ class Stack:
                                 f"-k {sock} -p {port} -c listen_addresses=''",
                                 "start"], check=True, timeout=90,
                        stdout=subprocess.DEVNULL)
-        self.pg_data = data
         return f"postgresql:///postgres?host={sock}&port={port}&user=postgres"
 
     def stop_postgres(self):
