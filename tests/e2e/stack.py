@@ -553,17 +553,17 @@ def serve(argv):
     demo), writes WORKDIR/stack.env (shell assignments: EMBER_API_URL,
     EMBER_API_KEY, AGENT_URL, AGENT_STATE, AGENT_RUN) and waits for
     SIGTERM or SIGINT; then stops it, exiting 1 if anything was left."""
-    if len(argv) != 2:
+    if len(argv) != 1:
         print("usage: stack.py serve WORKDIR", file=sys.stderr)
         return 2
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     st = Stack("demo", reconcile_interval=5, default_timeout=300,
-               work=argv[1])
+               work=argv[0])
     try:
         st.start()
-        env = os.path.join(argv[1], "stack.env")
+        env = os.path.join(argv[0], "stack.env")
         with open(env + ".tmp", "w") as f:
             f.write(f"EMBER_API_URL={st.url}\nEMBER_API_KEY={st.key}\n"
                     f"AGENT_URL={st.agent_url}\n"
