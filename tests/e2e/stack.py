@@ -86,8 +86,11 @@ def port_open(port):
 
 class Stack:
     def __init__(self, name, db="sqlite", reconcile_interval=1,
-                 default_timeout=600, work=None):
+                 default_timeout=600, work=None, agent_timeout=120):
         self.name = name
+        # A create takes ~15 s here, a resume ~5 s: a hung agent or host
+        # fails the call after agent_timeout rather than emberd's 300 s.
+        self.agent_timeout = agent_timeout
         self.own_work = work is None
         self.db_kind = db
         self.reconcile_interval = reconcile_interval
@@ -267,7 +270,8 @@ class Stack:
              os.path.join(ART, "rootfs.ext4"), "--default-vcpus", "1",
              "--default-memory", "256M", "--default-timeout",
              str(self.default_timeout), "--reconcile-interval",
-             str(self.reconcile_interval), *extra],
+             str(self.reconcile_interval), "--agent-timeout",
+             str(self.agent_timeout), *extra],
             stdin=subprocess.DEVNULL, stdout=self.emberd_log,
             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -355,6 +359,7 @@ class Stack:
         pids = [p for p in self.host_pids() if p not in self.baseline]
         if pids:
             left.append(f"VMM or page server processes: {pids}")
+        # The script ends in `true`: another status is the channel's.
         st, out = self.in_host(
             f"p=$(cat {self.agent_run}/agent.pid 2>/dev/null) && "
             f"kill -0 $p 2>/dev/null && echo agent $p;"
@@ -363,6 +368,8 @@ class Stack:
             f"[ -n \"$(ls -A $d)\" ] && echo files in $d: $(ls $d); done;"
             f"grep ' {self.agent_run}' /proc/mounts; true")
         left += [x for x in out.splitlines() if x.strip()]
+        if st != 0:
+            left.append(f"the host could not be checked (exec said {st})")
         # By force, so that the next test starts clean.
         kill = " ".join(str(p) for p in pids)
         self.in_host(
@@ -560,7 +567,7 @@ def serve(argv):
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     st = Stack("demo", reconcile_interval=5, default_timeout=300,
-               work=argv[0])
+               work=argv[0], agent_timeout=300)
     try:
         st.start()
         env = os.path.join(argv[0], "stack.env")
