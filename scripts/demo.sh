@@ -40,12 +40,8 @@ done
 work=${EMBER_DEMO_DIR:-$(mktemp -d /var/tmp/ember-demo.XXXXXX)}
 mkdir -p "$work"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-api_port=$(free_port)
-agent_port=$(free_port)
 nstate=$work/nested
-agent_state=/var/lib/ember/demo-$$
-agent_run=/run/ember-demo-$$
-pids=()
+stack_pid=
 use_nested=0
 
 # host_sh CMD: a shell command where the agent and the guests run.
@@ -57,13 +53,19 @@ host_sh() {
 	fi
 }
 
+# stop_stack: stops emberd and the agent; fails if anything was left.
+stop_stack() {
+	[ -n "$stack_pid" ] || return 0
+	kill "$stack_pid" 2>/dev/null
+	wait "$stack_pid"
+	local rc=$?
+	stack_pid=
+	return $rc
+}
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+	stop_stack
 	if [ "$use_nested" = 1 ]; then
 		"$nested" stop --quiet --state-dir "$nstate" 2>/dev/null
-	elif [ -d "$agent_state" ]; then
-		rm -rf "$agent_state" "$agent_run"
 	fi
 	[ "${EMBER_DEMO_KEEP:-0}" = 1 ] || rm -rf "$work"
 }
@@ -123,46 +125,27 @@ if "$nested" need | grep -q '^yes'; then
 	say "   This machine cannot run Linux guests with its own KVM at a useful speed,"
 	say "   so the agent runs inside a nested host (QEMU with emulated AMD SVM)."
 	say "   Starting it takes about half a minute."
+	agent_port=$(free_port)
 	"$nested" start --state-dir "$nstate" --forward "$agent_port:7070" >/dev/null ||
 		fail "the nested host did not start; see $nstate/console.log"
-	"$nested" exec --state-dir "$nstate" -- "$agent" --listen 0.0.0.0:7070 \
-		--state-dir "$agent_state" --run-dir "$agent_run" \
-		--kernel "$art/vmlinux" --rootfs "$art/rootfs.ext4" \
-		>"$work/agent.log" 2>&1 &
-	pids+=($!)
+	export EMBER_NESTED_STATE=$nstate EMBER_NESTED_AGENT_PORT=$agent_port
 else
 	say "   This machine has hardware virtualization: the agent runs directly."
-	"$agent" --listen "127.0.0.1:$agent_port" --state-dir "$agent_state" \
-		--run-dir "$agent_run" --kernel "$art/vmlinux" \
-		--rootfs "$art/rootfs.ext4" >"$work/agent.log" 2>&1 &
-	pids+=($!)
 fi
-agent_url=http://127.0.0.1:$agent_port
-for _ in $(seq 120); do
-	curl -sf -H 'Content-Type: application/json' -d '{}' \
-		"$agent_url/ember.hostagent.v1.HostAgent/GetHostInfo" >/dev/null && break
-	sleep 0.5
+# tests/e2e/stack.py starts the agent, emberd on a new SQLite database and
+# an API key the way the e2e tests do, and at the end stops them and checks
+# that nothing of them is left.
+python3 "$root/tests/e2e/stack.py" serve "$work" 2>"$work/stack.log" &
+stack_pid=$!
+for _ in $(seq 900); do
+	[ -s "$work/stack.env" ] && break
+	kill -0 "$stack_pid" 2>/dev/null || break
+	sleep 0.2
 done
-curl -sf -H 'Content-Type: application/json' -d '{}' \
-	"$agent_url/ember.hostagent.v1.HostAgent/GetHostInfo" >/dev/null ||
-	{ tail -20 "$work/agent.log" >&2; fail "ember-agent did not answer at $agent_url"; }
-db=$work/emberd.db
-key=$("$emberd" keys create --name demo --db "$db" 2>"$work/keys.err") ||
-	{ cat "$work/keys.err" >&2; fail "emberd keys create failed"; }
-"$emberd" --db "$db" --listen "127.0.0.1:$api_port" --agent "$agent_url" \
-	--kernel "$art/vmlinux" --rootfs "$art/rootfs.ext4" \
-	--default-vcpus 1 --default-memory 256M >"$work/emberd.log" 2>&1 &
-pids+=($!)
-export EMBER_API_URL=http://127.0.0.1:$api_port EMBER_API_KEY=$key
-for _ in $(seq 100); do
-	curl -sf "$EMBER_API_URL/healthz" >/dev/null && break
-	sleep 0.1
-done
-curl -sf "$EMBER_API_URL/healthz" >/dev/null || { tail -20 "$work/emberd.log" >&2; fail "emberd did not start"; }
-for _ in $(seq 60); do
-	"$ember" --json host list 2>/dev/null | grep -q '"up"' && break
-	sleep 0.5
-done
+[ -s "$work/stack.env" ] || { tail -20 "$work/stack.log" >&2; fail "emberd and the agent did not start"; }
+. "$work/stack.env"
+export EMBER_API_URL EMBER_API_KEY
+agent_state=$AGENT_STATE agent_run=$AGENT_RUN agent_url=$AGENT_URL
 say "   emberd: $EMBER_API_URL (API key in \$EMBER_API_KEY); agent: $agent_url"
 run "$ember" host list
 done_step
@@ -245,6 +228,8 @@ ip -o link | grep -qE 'tap|veth' && { echo 'a network device is left'; n=1; }
 [ \$n = 0 ] && echo 'no VMM or page server process, no sandbox or template file, no socket, mount or network device left'
 exit \$n"
 say "     $leftover"
+stop_stack || { tail -20 "$work/stack.log" >&2; fail "stopping emberd and the agent left something behind"; }
+say "     emberd and the agent stopped; nothing of them is left"
 done_step
 
 printf '\n%sSummary%s\n' "$bold" "$plain"

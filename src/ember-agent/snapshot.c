@@ -351,6 +351,9 @@ static int spawn_uffd(struct agent *a, const char *id, const char *header,
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		snprintf(fdnum, sizeof(fdnum), "3");
+		/* TODO(agent): a layer cut short is refused here, a layer
+		 * with flipped bytes is not (--verify-layers reads every
+		 * layer, which lazy loading is there to avoid). */
 		char *argv[] = { a->cfg.uffd_bin, "--socket", (char *)sock,
 				 "--header", (char *)header, "--layers-dir",
 				 (char *)snap, "--ready-fd", fdnum, "--id",
@@ -381,6 +384,37 @@ static int wait_path(const char *path, pid_t pid, int timeout_ms)
 		sleep_ms(20);
 	}
 	return -ETIMEDOUT;
+}
+
+/* The page server's last ERROR line in <dir>/uffd.log, without its time,
+ * level and component, into why ("" when there is none). */
+static void uffd_why(struct agent *a, const char *id, char *why, size_t len)
+{
+	char path[PATH_MAX], buf[4096], *line = NULL, *p;
+	ssize_t n = 0;
+	int fd;
+
+	why[0] = '\0';
+	if (sbx_path(&a->cfg, id, P_DIR, path, sizeof(path)) < 0 ||
+	    join(path, sizeof(path), path, "uffd.log") < 0 ||
+	    (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	off_t end = lseek(fd, 0, SEEK_END);
+	if (end > 0)
+		n = ember_pread_full(fd, buf, sizeof(buf) - 1,
+				     end > (off_t)sizeof(buf) - 1
+					     ? end - (off_t)sizeof(buf) + 1 : 0);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (p = strstr(buf, " ERROR "); p; p = strstr(p + 1, " ERROR "))
+		line = p;
+	if (!line || !(p = strstr(line, "]: ")))
+		return;
+	line = p + 3;
+	line[strcspn(line, "\n")] = '\0';
+	snprintf(why, len, ": %s", line);
 }
 
 struct resume_pids {
@@ -415,7 +449,7 @@ static void random_token(char out[AGENT_TOKEN_LEN + 1])
 /* Gives the restored guest a new token, the host's clock and fresh
  * entropy, with the old token. */
 static int reidentify(struct agent *a, const struct sandbox *s, pid_t vmm,
-		      const char *new_token, struct agent_err *e)
+		      pid_t uffd, const char *new_token, struct agent_err *e)
 {
 	char vsock[PATH_MAX];
 	unsigned char seed[64];
@@ -448,6 +482,14 @@ static int reidentify(struct agent *a, const struct sandbox *s, pid_t vmm,
 
 		if (!ns_pid_alive(vmm, true)) {
 			agent_err_set(e, "the VMM exited after the restore (see vmm.log and console.log)");
+			return -ECHILD;
+		}
+		/* Without its page server the guest waits on its next
+		 * fault for ever. TODO(agent): nothing watches the page
+		 * server after the resume; its death then hangs the guest
+		 * while the sandbox still reads running. */
+		if (uffd > 0 && !ns_pid_alive(uffd, true)) {
+			agent_err_set(e, "the page server exited during the resume (see uffd.log)");
 			return -ECHILD;
 		}
 		size_t i;
@@ -523,8 +565,12 @@ static int restore(struct agent *a, const struct sandbox *s,
 	}
 	rc = wait_path(usock, uffd, UFFD_LISTEN_TIMEOUT_MS);
 	if (rc < 0) {
-		agent_err_set(e, "the page server did not listen on %s: %s (see uffd.log)",
-			      usock, rc == -ECHILD ? "it exited" : strerror(-rc));
+		char why[600];
+
+		uffd_why(a, id, why, sizeof(why));
+		agent_err_set(e, "the page server did not listen on %s: %s%s (see uffd.log)",
+			      usock, rc == -ECHILD ? "it exited" : strerror(-rc),
+			      why);
 		goto fail;
 	}
 	struct vmm_spawn v = {
@@ -557,7 +603,11 @@ static int restore(struct agent *a, const struct sandbox *s,
 	rc = poll(&pfd, 1, UFFD_READY_TIMEOUT_MS);
 	if (rc <= 0 || read(ready, buf, sizeof(buf) - 1) <= 0 ||
 	    strncmp(buf, "ready", 5) != 0) {
-		agent_err_set(e, "the page server did not get ready (see uffd.log)");
+		char why[600];
+
+		uffd_why(a, id, why, sizeof(why));
+		agent_err_set(e, "the page server did not get ready%s (see uffd.log)",
+			      why);
 		rc = rc == 0 ? -ETIMEDOUT : -EIO;
 		goto fail;
 	}
@@ -570,7 +620,7 @@ static int restore(struct agent *a, const struct sandbox *s,
 
 	struct resume_pids p = { vmm, uffd, NULL };
 	sandbox_apply(a, id, mark_resumed, &p);
-	rc = reidentify(a, s, vmm, new_token, e);
+	rc = reidentify(a, s, vmm, uffd, new_token, e);
 	if (rc < 0)
 		goto fail;
 	p.token = new_token;

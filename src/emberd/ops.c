@@ -492,7 +492,9 @@ int op_resume(struct emberd *d, const char *id, struct sandbox *out,
 	struct host h = { 0 };
 	int r;
 
-	/* A paused sandbox resumes on the host that holds its files. */
+	/* A paused sandbox resumes on the host that holds its files. So may
+	 * one in error: its host may have paused it when emberd lost the
+	 * answer (an agent killed during a pause). */
 	r = begin_transition(d, id, SBX_RESUMING, "resume it", "resume", &s, e);
 	if (r < 0)
 		goto out;
@@ -504,9 +506,14 @@ int op_resume(struct emberd *d, const char *id, struct sandbox *out,
 			agent_error(e, &h, r, &ae);
 	}
 	if (r < 0) {
+		/* A failed resume keeps the snapshot: paused again, or error
+		 * again when it was one (its host may hold no snapshot). */
+		enum sbx_state to = r == -EPROTO || s.state == SBX_ERROR
+					    ? SBX_ERROR
+					    : SBX_PAUSED;
+
 		olog_error(id, "resume failed: %s", e->message);
-		store_sandbox_transition(d->db, id, SBX_RESUMING,
-					 r == -EPROTO ? SBX_ERROR : SBX_PAUSED,
+		store_sandbox_transition(d->db, id, SBX_RESUMING, to,
 					 e->message, NULL);
 		goto out;
 	}

@@ -7,6 +7,7 @@
  *   DB running, host lacks it     -> error ("not running on its host")
  *   host runs it, DB does not     -> DestroySandbox (an orphan)
  *     know it (or has it stopped)
+ *   DB error, its host runs it    -> running again (the host came back)
  *   DB paused                     -> left alone: a paused sandbox has no VMM
  *   starting, pausing, resuming,  -> left alone: an operation is in flight
  *   stopping
@@ -132,7 +133,10 @@ static void reconcile_host(struct emberd *d, const struct host *h)
 					     SBX_ERROR, reason, NULL) == 0)
 			olog_warn(sv[i].id, "%s", reason);
 	}
-	/* On the host, unknown to the database (or stopped there). */
+	/* On the host, unknown to the database (or stopped there): an
+	 * orphan. In error there but running on its own host (the host came
+	 * back after it did not answer, or a restarted agent adopted the
+	 * VMM): running again. */
 	for (size_t i = 0; i < ls->n_sandboxes; i++) {
 		const char *id = ls->sandboxes[i]->sandbox_id;
 		struct sandbox s = { 0 };
@@ -142,6 +146,19 @@ static void reconcile_host(struct emberd *d, const struct host *h)
 		r = store_sandbox_get(d->db, id, &s);
 		if (r == -ENOENT || (r == 0 && s.state == SBX_STOPPED))
 			destroy_orphan(d, c, h, id);
+		else if (r == 0 && s.state == SBX_ERROR &&
+			 strcmp(s.host_id, h->id) == 0 &&
+			 ls->sandboxes[i]->state ==
+				 EMBER__HOSTAGENT__V1__SANDBOX_STATE__SANDBOX_STATE_RUNNING &&
+			 store_sandbox_transition(d->db, id, SBX_ERROR,
+						  SBX_RUNNING,
+						  "running on its host again",
+						  NULL) == 0) {
+			olog_info(id, "running on its host %s again", h->id);
+			store_sandbox_set_expiry(d->db, id,
+						 now_ms() + s.timeout_s * 1000,
+						 s.timeout_s, s.on_timeout);
+		}
 		sandbox_clear(&s);
 	}
 out:

@@ -29,7 +29,7 @@ static const unsigned allowed[SBX_NSTATES] = {
 	[SBX_RESUMING] = BIT(SBX_RUNNING) | BIT(SBX_PAUSED) | BIT(SBX_ERROR),
 	[SBX_STOPPING] = BIT(SBX_STOPPED) | BIT(SBX_ERROR),
 	[SBX_STOPPED] = 0,
-	[SBX_ERROR] = BIT(SBX_STOPPING),
+	[SBX_ERROR] = BIT(SBX_STOPPING) | BIT(SBX_RUNNING) | BIT(SBX_RESUMING),
 };
 
 const char *sbx_state_name(enum sbx_state s)

@@ -14,7 +14,8 @@
  *   paused   --> resuming | stopping
  *   resuming --> running | paused (resume failed, snapshot intact) | error
  *   stopping --> stopped | error
- *   error    --> stopping
+ *   error    --> stopping | running (its host lists it running again)
+ *            |   resuming (its host may hold a paused snapshot of it)
  *   stopped  --> (none: final)
  *
  * Invariants: a sandbox is never running and paused at once; a paused

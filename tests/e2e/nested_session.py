@@ -13,10 +13,14 @@ get this environment:
   EMBER_NESTED_STATE  the running host's state folder; unset when the tests
                       run directly on this machine (tests/e2e/lib.sh's
                       in_host handles both)
+  EMBER_NESTED_AGENT_PORT  a port on 127.0.0.1 here forwarded to port 7070
+                      in the host, where a test's ember-agent listens so
+                      that emberd here reaches it (tests/e2e/stack.py)
 """
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -49,15 +53,19 @@ def session(root):
         return
 
     state = f"/tmp/ember-e2e-{os.getpid()}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        agent_port = s.getsockname()[1]
     _say(f"starting the shared nested host ({answer}); state {state}")
     t0 = time.monotonic()
     started = False
     try:
-        r = subprocess.run([launcher, "start", "--state-dir", state],
-                           timeout=600)
+        r = subprocess.run([launcher, "start", "--state-dir", state,
+                            "--forward", f"{agent_port}:7070"], timeout=600)
         if r.returncode == 0:
             started = True
             env["EMBER_NESTED_STATE"] = state
+            env["EMBER_NESTED_AGENT_PORT"] = str(agent_port)
             _say(f"host up after {time.monotonic() - t0:.1f} s")
         else:
             # Tests see no host and say so; the start error is above.

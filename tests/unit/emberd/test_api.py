@@ -277,12 +277,18 @@ try:
                         {"sandbox_id": "sbx-paused", "name": "s2"}),
                        ("POST", "/v1/snapshots",
                         {"sandbox_id": "sbx-error", "name": "snap"}),
-                       ("POST", "/v1/sandboxes/sbx-error/resume", {}),
                        ("DELETE", "/v1/sandboxes/sbx-stopped", None),
                        ("POST", "/v1/sandboxes/sbx-stopped/timeout",
                         {"timeout": 5})]:
         r = call(m, p, body, key=key)
         check(r[0] == 409 and is_error(r), f"conflict {m} {p}: {r}")
+    # A sandbox in error may resume (its host may hold a paused snapshot
+    # of it); that host is down here: 503, and it stays in error.
+    r = call("POST", "/v1/sandboxes/sbx-error/resume", {}, key=key)
+    check(r[0] == 503 and is_error(r, "unavailable"),
+          f"resume of an error sandbox on a down host: {r}")
+    check(call("GET", "/v1/sandboxes/sbx-error", key=key)[1]["state"] ==
+          "error", "it stays in error")
     # A paused sandbox's timeout is kept for when it resumes.
     st, j = call("POST", "/v1/sandboxes/sbx-paused/timeout",
                  {"timeout": 90, "on_timeout": "kill"}, key=key)

@@ -31,6 +31,9 @@ static void test_state_table(void)
 	CHECK(sbx_transition_allowed(SBX_RESUMING, SBX_RUNNING));
 	CHECK(sbx_transition_allowed(SBX_RUNNING, SBX_ERROR));
 	CHECK(sbx_transition_allowed(SBX_ERROR, SBX_STOPPING));
+	CHECK(sbx_transition_allowed(SBX_ERROR, SBX_RUNNING));
+	CHECK(sbx_transition_allowed(SBX_ERROR, SBX_RESUMING));
+	CHECK(!sbx_transition_allowed(SBX_ERROR, SBX_PAUSED));
 	CHECK(sbx_transition_allowed(SBX_STOPPING, SBX_STOPPED));
 	CHECK(!sbx_transition_allowed(SBX_RUNNING, SBX_PAUSED));
 	CHECK(!sbx_transition_allowed(SBX_PAUSED, SBX_RUNNING));

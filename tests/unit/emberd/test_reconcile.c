@@ -517,6 +517,23 @@ int main(int argc, char **argv)
 	      got.state == SBX_ERROR && got.error &&
 	      strstr(got.error, "not running on its host"));
 	sandbox_clear(&got);
+	/* Its host runs it again (a restarted agent adopted the VMM): running,
+	 * with a deadline again. */
+	fake_add(&big, s1.id);
+	reconcile_once(&d);
+	CHECK(store_sandbox_get(d.db, s1.id, &got) == 0 &&
+	      got.state == SBX_RUNNING && got.expires_at_ms > now_ms());
+	sandbox_clear(&got);
+	/* In error, a resume reaches its host (which may hold a paused
+	 * snapshot of it: here it does). */
+	fake_remove(&big, s1.id);
+	reconcile_once(&d);
+	CHECK(state_of(&d, s1.id) == SBX_ERROR);
+	CHECK(op_resume(&d, s1.id, &got, &e) == 0 && got.state == SBX_RUNNING);
+	sandbox_clear(&got);
+	fake_remove(&big, s1.id);
+	reconcile_once(&d);
+	CHECK(state_of(&d, s1.id) == SBX_ERROR);
 
 	/* An orphan on a host: destroyed. */
 	fake_add(&small, "sbx-orphan");
