@@ -76,3 +76,18 @@ def session(root):
             subprocess.run([launcher, "stop", "--quiet", "--state-dir", state],
                            timeout=60)
             shutil.rmtree(state, ignore_errors=True)
+
+
+def alive(env, timeout=90):
+    """Whether the session's nested host still runs commands. True when the
+    tests run directly on this machine (there is no host to lose)."""
+    state = env.get("EMBER_NESTED_STATE")
+    if not state:
+        return True
+    try:
+        r = subprocess.run([env["EMBER_NESTED"], "exec", "--state-dir", state,
+                            "--", "true"], capture_output=True,
+                           timeout=timeout)
+        return r.returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
