@@ -156,9 +156,9 @@ static int test_template_refcount(void)
 	CHECK(template_exists(a.cfg.state_dir, "t1"));
 	CHECK(snapshot_template_delete(&a, "t1", &kept, &e) == -ENOENT);
 	struct create_args ca = { .id = "c2" };
-	CHECK(snapshot_spawn(&a, &ca, "t1", &out, &e) == -ENOENT);
+	CHECK(snapshot_spawn(&a, &ca, "t1", &out, NULL, &e) == -ENOENT);
 	CHECK(strstr(e.msg, "not found") != NULL);
-	CHECK(snapshot_spawn(&a, &ca, "nope", &out, &e) == -ENOENT);
+	CHECK(snapshot_spawn(&a, &ca, "nope", &out, NULL, &e) == -ENOENT);
 
 	CHECK(snapshot_template_delete(&a, "t2", &kept, &e) == 0 && !kept);
 	CHECK(!template_exists(a.cfg.state_dir, "t2"));
