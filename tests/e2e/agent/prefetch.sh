@@ -114,7 +114,7 @@ clone() {
 		bad "CreateSandbox $1 answered $s: $(cat "$T/out")"; dump_logs "$1"
 		return 1
 	fi
-	read -r mode faults pref < <(restore "$T/out")
+	read -r mode faults pref <<<"$(restore "$T/out")"
 	step "$1: prefetch $mode, $faults faults until ready, $pref pages prefetched"
 }
 
@@ -157,8 +157,10 @@ clone e2e-pf-off OFF || exit 1
 	bad "prefetch OFF: $mode, $faults faults, $pref prefetched (first: $faults1)"
 rpc DestroySandbox '{"sandboxId":"e2e-pf-off"}' >/dev/null
 clone e2e-pf-eager EAGER || exit 1
-[ "$mode" = EAGER ] && [ "$pref" -ge 32768 ] && [ $((faults * 10)) -le "$faults1" ] &&
-	pass "prefetch EAGER: all $pref pages first, $faults faults until ready" ||
+# 128 MiB is 32768 pages; a few the VMM touched while loading are there
+# already and not counted.
+[ "$mode" = EAGER ] && [ "$pref" -ge 32000 ] && [ $((faults * 10)) -le "$faults1" ] &&
+	pass "prefetch EAGER: $pref of 32768 pages first, $faults faults until ready" ||
 	bad "prefetch EAGER: $mode, $faults faults, $pref prefetched"
 check_guest e2e-pf-eager
 rpc DestroySandbox '{"sandboxId":"e2e-pf-eager"}' >/dev/null
@@ -190,7 +192,7 @@ for i in 1 2; do
 	[ "$s" = 200 ] || { bad "PauseSandbox $i answered $s: $(cat "$T/out")"; dump_logs $ID; break; }
 	s=$(rpc ResumeSandbox "{\"sandboxId\":\"$ID\"}")
 	[ "$s" = 200 ] || { bad "ResumeSandbox $i answered $s: $(cat "$T/out")"; dump_logs $ID; break; }
-	read -r mode faults pref < <(restore "$T/out")
+	read -r mode faults pref <<<"$(restore "$T/out")"
 	step "resume $i: prefetch $mode, $faults faults until ready, $pref prefetched"
 	if [ "$i" = 1 ]; then
 		rmode=$mode rfaults=$faults
