@@ -611,11 +611,11 @@ static void uffd_stats(const char *id, pid_t uffd, const char *path,
 	st->prefetched_pages = (uint64_t)prefetched;
 	st->bytes_copied = (uint64_t)bytes;
 	st->prefetch_ms = pms;
-	json_decref(j);
 	olog_info(id, "memory: %s (prefetch %s), %" PRIu64 " faults until the guest answered, %"
 		  PRIu64 " pages prefetched in %.1f ms, %" PRIu64 " bytes copied",
 		  mode, prefetch_mode_name(st->mode), st->faults,
 		  st->prefetched_pages, st->prefetch_ms, st->bytes_copied);
+	json_decref(j);	/* mode points into j */
 }
 
 /*
