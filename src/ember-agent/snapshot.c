@@ -364,7 +364,10 @@ static enum prefetch_mode prefetch_effective(const struct agent *a,
  *   on      --prefetch WS --record-ws WS --ready-after-prefetch when WS
  *           exists (ember-uffd records only when WS cannot be used),
  *           else --record-ws WS
- *   eager   --prefetch-all --ready-after-prefetch */
+ *   eager   --prefetch-all --ready-after-prefetch
+ * TODO(agent): a usable working set is never recorded again, so one that
+ * no longer matches what the guest does (its faults after the prefetch
+ * grow) stays until `record` is asked for; refresh it past some share. */
 static void prefetch_args(enum prefetch_mode mode, const char *ws,
 			  char **argv, size_t *n)
 {
