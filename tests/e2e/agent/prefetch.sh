@@ -190,6 +190,9 @@ rpc DestroySandbox '{"sandboxId":"e2e-pf-3"}' >/dev/null
 
 # 4. Pause and resume twice: the second resume prefetches the set the
 # first recorded into the sandbox's own snap/.
+# TODO(agent): in one of two runs here this section hung (no answer before
+# meson's 900 s timeout; the clones before it had all passed); its cause
+# was not found in time: the agent's and the sandbox's logs will say.
 ID=e2e-pf-2
 for i in 1 2; do
 	s=$(rpc PauseSandbox "{\"sandboxId\":\"$ID\"}")
