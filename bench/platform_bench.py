@@ -12,12 +12,24 @@ and measures, from this side of the RPC:
   pause_bytes_idle_second   the same for the second pause, after a resume
                             and an idle period (a diff layer)
   resume_ready_ms_lazy      ResumeSandbox (which waits for the guest agent)
-                            plus one Exec of `true`, median of the resumes
-                            (resume_rpc_ms: the ResumeSandbox call alone)
-  resume_faults_lazy        faults ember-uffd served until then (its metrics
-                            line in uffd.log, asked for with SIGUSR1)
+                            plus one Exec of `true`, median of --resume-runs,
+                            with prefetch OFF (resume_rpc_ms: the
+                            ResumeSandbox call alone)
+  resume_ready_ms_prefetch  the same with prefetch ON: the working set that
+                            a first resume (RECORD, not counted) stored in
+                            the sandbox's snap/ is installed before the vCPUs
+                            run
+  resume_ready_ms_eager     the same with prefetch EAGER: all guest memory
+                            installed before the vCPUs run
+  resume_faults_lazy        faults ember-uffd served until the guest agent
+  resume_faults_prefetch    answered (the answer's RestoreStats), medians;
+                            resume_prefetched_pages: pages the ON resumes
+                            installed. The three modes alternate, rotating
+                            their order each round, on one sandbox
   spawn_ready_ms            CreateSandbox from a snapshot template to a
-                            ready clone, median of --spawn-runs
+                            ready clone, median of --spawn-runs, with the
+                            agent's default prefetch (ON: the first clone
+                            records the template's working set)
   spawn_parallel_10_ms      N clones at once until all are ready (N=10 when
                             the host's free memory allows; spawn_parallel_n)
   exec_rtt_ms               Exec of `true` through the agent (agent-level:
@@ -38,7 +50,6 @@ import concurrent.futures
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -143,27 +154,6 @@ def procs_with_id(prefix):
     return found
 
 
-def uffd_faults(state, sid, prefix, timeout=10):
-    """Asks the sandbox's ember-uffd for its metrics (SIGUSR1) and reads the
-    fault count from the line it logs into uffd.log."""
-    path = os.path.join(state, "sandboxes", sid, "uffd.log")
-    pids = [p for p, comm in procs_with_id(sid) if comm == "ember-uffd"]
-    if len(pids) != 1:
-        raise RuntimeError(f"{len(pids)} ember-uffd processes for {sid}")
-    with open(path, "rb") as f:
-        before = len(f.read())
-    os.kill(pids[0], signal.SIGUSR1)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        with open(path, "rb") as f:
-            text = f.read()[before:].decode(errors="replace")
-        m = re.findall(r"faults (\d+), bytes copied (\d+)", text)
-        if m:
-            return int(m[-1][0]), int(m[-1][1])
-        time.sleep(0.05)
-    raise RuntimeError(f"no metrics line in {path} after SIGUSR1")
-
-
 def file_throughput(ag, sid, mib, runs):
     """WriteFile then ReadFile of a random file of mib MiB in sandbox sid,
     through the agent's RPC (JSON bodies, content in base64) and on to the
@@ -266,9 +256,20 @@ def main():
         create(sid, templateName="base", vcpus=1, memoryMib=256)
         ready_exec(sid)
         log(f"256 MiB sandbox up in {ms(time.monotonic() - t0)} ms")
-        pauses, resumes, resume_rpc, faults = [], [], [], []
-        for i in range(1 + a.resume_runs):
-            time.sleep(a.idle)
+        # One warm-up resume records the working set (RECORD); then rounds
+        # of OFF, EAGER and ON, their order rotated each round.
+        modes = ["RECORD"]
+        for i in range(a.resume_runs):
+            rnd = ["OFF", "EAGER", "ON"]
+            modes += rnd[i % 3:] + rnd[:i % 3]
+        pauses = []
+        ready = {m: [] for m in ("OFF", "EAGER", "ON", "RECORD")}
+        stats = {m: [] for m in ready}
+        resume_rpc = []
+        for i in range(1 + len(modes)):
+            # The first two pauses after the full idle period (the second
+            # is pause_bytes_idle_second); the later ones need less.
+            time.sleep(a.idle if i < 2 else min(a.idle, 1.0))
             t0 = time.monotonic()
             p = ag.call("PauseSandbox", {"sandboxId": sid})
             dt = time.monotonic() - t0
@@ -277,19 +278,28 @@ def main():
                            int(p.get("pauseMs", 0))))
             log(f"pause {i}: {pauses[-1][0]} ms, generation {pauses[-1][2]}, "
                 f"{pauses[-1][1]} memory bytes written")
-            if i == a.resume_runs:
+            if i == len(modes):
                 break
+            mode = modes[i]
             t0 = time.monotonic()
-            ag.call("ResumeSandbox", {"sandboxId": sid})
-            resume_rpc.append(ms(time.monotonic() - t0))
+            r = ag.call("ResumeSandbox", {"sandboxId": sid,
+                                          "prefetch": "PREFETCH_MODE_" + mode})
+            rpc_ms = ms(time.monotonic() - t0)
             ready_exec(sid)
-            resumes.append(ms(time.monotonic() - t0))
-            try:
-                faults.append(uffd_faults(state, sid, prefix))
-            except (OSError, RuntimeError) as e:
-                notes["resume_faults_lazy"] = f"not read: {e}"
-            log(f"resume {i}: ready after {resumes[-1]} ms"
-                + (f", {faults[-1][0]} faults" if faults else ""))
+            ready[mode].append(ms(time.monotonic() - t0))
+            if mode == "OFF":
+                resume_rpc.append(rpc_ms)
+            rs = r.get("restore", {})
+            got = rs.get("prefetch", "").replace("PREFETCH_MODE_", "")
+            if got != mode:
+                notes[f"resume_{mode.lower()}"] = (
+                    f"resume {i} asked for {mode}, the agent did {got}")
+            stats[mode].append((int(rs.get("faultsUntilReady", 0)),
+                                int(rs.get("prefetchedPages", 0)),
+                                int(rs.get("bytesCopied", 0))))
+            log(f"resume {i} ({mode}): ready after {ready[mode][-1]} ms, "
+                f"{stats[mode][-1][0]} faults, {stats[mode][-1][1]} "
+                f"prefetched")
         res["pause_ms"] = pauses[0][0]
         res["pause_ms_agent"] = pauses[0][3]
         res["pause_bytes_first"] = pauses[0][1]
@@ -297,12 +307,19 @@ def main():
             res["pause_bytes_idle_second"] = pauses[1][1]
             res["pause_ms_second"] = pauses[1][0]
         res["pause_guest_mib"] = 256
-        res["resume_ready_ms_lazy"] = statistics.median(resumes)
+        for mode, key in (("OFF", "lazy"), ("EAGER", "eager"),
+                          ("ON", "prefetch")):
+            if ready[mode]:
+                res[f"resume_ready_ms_{key}"] = statistics.median(ready[mode])
         res["resume_rpc_ms"] = statistics.median(resume_rpc)
-        res["resume_runs"] = len(resumes)
-        if faults and len(faults) == len(resumes):
-            res["resume_faults_lazy"] = int(statistics.median(f for f, _ in faults))
-            res["resume_bytes_lazy"] = int(statistics.median(b for _, b in faults))
+        res["resume_runs"] = a.resume_runs
+        if stats["OFF"] and stats["ON"]:
+            res["resume_faults_lazy"] = int(statistics.median(f for f, _, _ in stats["OFF"]))
+            res["resume_bytes_lazy"] = int(statistics.median(b for _, _, b in stats["OFF"]))
+            res["resume_faults_prefetch"] = int(statistics.median(f for f, _, _ in stats["ON"]))
+            res["resume_prefetched_pages"] = int(statistics.median(p for _, p, _ in stats["ON"]))
+            res["resume_faults_eager"] = int(statistics.median(f for f, _, _ in stats["EAGER"]))
+            res["resume_faults_record"] = stats["RECORD"][0][0]
         # Exec RTT on the sandbox, running again (its memory partly faulted
         # in: one warm-up exec first).
         ag.call("ResumeSandbox", {"sandboxId": sid})
@@ -408,7 +425,8 @@ def main():
         shutil.rmtree(run, ignore_errors=True)
 
     if "resume_faults_lazy" not in res:
-        notes.setdefault("resume_faults_lazy", "ember-uffd's metrics not read")
+        notes.setdefault("resume_faults_lazy",
+                         "the agent's answers carried no RestoreStats")
     res["exec_rtt_level"] = "agent"
     res["platform_seconds"] = round(time.monotonic() - t_start, 1)
     if notes:

@@ -36,6 +36,27 @@
 
 enum vmm_kind { VMM_EMBER, VMM_FIRECRACKER };
 
+/* How a restore brings memory back (snapshot.c); values of proto's
+ * PrefetchMode. PREFETCH_DEFAULT: the agent's --prefetch. */
+enum prefetch_mode {
+	PREFETCH_DEFAULT = 0,
+	PREFETCH_OFF = 1,	/* lazy */
+	PREFETCH_RECORD = 2,	/* lazy, recording the working set anew */
+	PREFETCH_ON = 3,	/* the working set, or record one */
+	PREFETCH_EAGER = 4,	/* all memory before the vCPUs run */
+};
+/* "off", "record", "on", "eager"; parse: -EINVAL for anything else. */
+const char *prefetch_mode_name(enum prefetch_mode m);
+int prefetch_mode_parse(const char *name, enum prefetch_mode *out);
+
+/* What the page server did for one restore until the guest answered. */
+struct restore_stats {
+	enum prefetch_mode mode;	/* what happened: OFF, RECORD, ON, EAGER */
+	bool known;			/* the page server's metrics were read */
+	uint64_t faults, prefetched_pages, bytes_copied;
+	double prefetch_ms;
+};
+
 struct agent_config {
 	char listen_host[64];
 	unsigned listen_port;
@@ -47,6 +68,7 @@ struct agent_config {
 	char kernel[256];   /* default kernel of base templates */
 	char rootfs[256];   /* default rootfs of base templates */
 	unsigned boot_timeout_s;
+	enum prefetch_mode prefetch;	/* restores' default (never DEFAULT) */
 };
 
 /* A message for the RPC caller, next to the -errno a function returns. */
@@ -126,6 +148,7 @@ struct create_args {
 	uint64_t memory_mib;
 	json_t *env, *metadata;	/* borrowed */
 	bool network;
+	enum prefetch_mode prefetch;	/* snapshot templates */
 };
 /* On success *out is a copy of the sandbox (free with sandbox_free). */
 int sandbox_create(struct agent *a, const struct create_args *c,
@@ -285,6 +308,8 @@ int metrics_new(struct agent_metrics **out);
 void metrics_free(struct agent_metrics *m);
 void metrics_rpc(struct agent_metrics *m, const char *method,
 		 const char *code, uint64_t ns);
+/* One restore's page-server figures, by the mode that happened. */
+void metrics_restore(struct agent_metrics *m, const struct restore_stats *r);
 /* Prometheus text; malloc'd. */
 char *metrics_render(struct agent *a);
 
@@ -302,7 +327,12 @@ struct pause_result {
 };
 int snapshot_pause(struct agent *a, const char *id, struct pause_result *r,
 		   struct agent_err *e);
-int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
+/* Working sets: <snap>/working-set.ws of a paused sandbox, and
+ * <templates>/<name>/working-set.ws of a template (ember-uffd's file,
+ * docs/snapshots.md). *st (may be NULL) gets the page server's figures. */
+#define WORKING_SET_FILE "working-set.ws"
+int snapshot_resume(struct agent *a, const char *id, enum prefetch_mode mode,
+		    struct sandbox **out, struct restore_stats *st,
 		    struct agent_err *e);
 
 /* Snapshot templates: <state>/templates/<name>/ holds template.json, the
@@ -320,7 +350,7 @@ int snapshot_template_create(struct agent *a, const char *id,
 /* CreateSandbox from a template: vCPUs and memory from the template. */
 int snapshot_spawn(struct agent *a, const struct create_args *c,
 		   const char *name, struct sandbox **out,
-		   struct agent_err *e);
+		   struct restore_stats *st, struct agent_err *e);
 /* *files_kept: sandboxes spawned from it still exist. */
 int snapshot_template_delete(struct agent *a, const char *name,
 			     bool *files_kept, struct agent_err *e);

@@ -37,6 +37,10 @@ static void usage(FILE *f)
 		"  --kernel PATH        kernel of base templates that name none\n"
 		"  --rootfs PATH        rootfs of base templates that name none\n"
 		"  --boot-timeout SECS  how long a guest may take to answer (default 300)\n"
+		"  --prefetch MODE      how restores bring memory back, unless a request\n"
+		"                       says: on (default: install the recorded working\n"
+		"                       set, or record one), off (lazy), record (lazy,\n"
+		"                       record anew), eager (all memory first)\n"
 		"  --log-level LEVEL    error, warn, info (default), debug\n"
 		"  --help, --version\n");
 }
@@ -75,7 +79,7 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg,
 {
 	enum { O_LISTEN = 256, O_PORT_FILE, O_STATE, O_RUN, O_VMM, O_VMM_BIN,
 	       O_UFFD_BIN, O_KERNEL, O_ROOTFS, O_BOOT_TIMEOUT, O_LEVEL,
-	       O_HELP, O_VERSION };
+	       O_HELP, O_VERSION, O_PREFETCH };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "port-file", required_argument, NULL, O_PORT_FILE },
@@ -88,6 +92,7 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg,
 		{ "rootfs", required_argument, NULL, O_ROOTFS },
 		{ "boot-timeout", required_argument, NULL, O_BOOT_TIMEOUT },
 		{ "log-level", required_argument, NULL, O_LEVEL },
+		{ "prefetch", required_argument, NULL, O_PREFETCH },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ 0 },
@@ -101,6 +106,7 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg,
 	snprintf(cfg->state_dir, sizeof(cfg->state_dir), AGENT_DEFAULT_STATE_DIR);
 	snprintf(cfg->run_dir, sizeof(cfg->run_dir), AGENT_DEFAULT_RUN_DIR);
 	cfg->boot_timeout_s = 300;
+	cfg->prefetch = PREFETCH_ON;
 	sibling("ember-vmm", cfg->vmm_bin, sizeof(cfg->vmm_bin));
 	sibling("ember-uffd", cfg->uffd_bin, sizeof(cfg->uffd_bin));
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -140,6 +146,13 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg,
 				return -EINVAL;
 			}
 			cfg->boot_timeout_s = (unsigned)v;
+			break;
+		case O_PREFETCH:
+			if (prefetch_mode_parse(optarg, &cfg->prefetch) < 0 ||
+			    cfg->prefetch == PREFETCH_DEFAULT) {
+				fprintf(stderr, "ember-agent: --prefetch is on, off, record or eager, not '%s'\n", optarg);
+				return -EINVAL;
+			}
 			break;
 		case O_LEVEL:
 			if (ember_log_parse_level(optarg, &level) < 0) {
@@ -209,9 +222,10 @@ int main(int argc, char **argv)
 		if (r < 0)
 			log_error("cannot write %s: %s", port_file, strerror(-r));
 	}
-	log_info("listening on %s:%u (host %s, state %s, run %s, VMM %s: %s)",
+	log_info("listening on %s:%u (host %s, state %s, run %s, VMM %s: %s, prefetch %s)",
 		 a.cfg.listen_host, rpc_port(srv), a.host_id, a.cfg.state_dir,
-		 a.cfg.run_dir, a.cfg.vmm_bin, a.vmm_version);
+		 a.cfg.run_dir, a.cfg.vmm_bin, a.vmm_version,
+		 prefetch_mode_name(a.cfg.prefetch));
 
 	for (;;) {
 		const struct timespec tick = { 1, 0 };

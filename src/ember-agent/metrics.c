@@ -7,6 +7,7 @@
 #include "agent.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +22,16 @@ struct series {
 	uint64_t ns;
 };
 
+/* Restores by the prefetch mode that happened (index: enum value). */
+struct restore_series {
+	uint64_t count, faults, prefetched, bytes;
+};
+
 struct agent_metrics {
 	pthread_mutex_t lock;
 	struct series s[MAX_SERIES];
 	size_t n;
+	struct restore_series restores[PREFETCH_EAGER + 1];
 };
 
 int metrics_new(struct agent_metrics **out)
@@ -71,6 +78,48 @@ void metrics_rpc(struct agent_metrics *m, const char *method,
 	pthread_mutex_unlock(&m->lock);
 }
 
+void metrics_restore(struct agent_metrics *m, const struct restore_stats *r)
+{
+	if (!r->known || r->mode <= PREFETCH_DEFAULT || r->mode > PREFETCH_EAGER)
+		return;
+	pthread_mutex_lock(&m->lock);
+	m->restores[r->mode].count++;
+	m->restores[r->mode].faults += r->faults;
+	m->restores[r->mode].prefetched += r->prefetched_pages;
+	m->restores[r->mode].bytes += r->bytes_copied;
+	pthread_mutex_unlock(&m->lock);
+}
+
+static void render_restores(FILE *f, struct agent_metrics *m)
+{
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} k[] = {
+		{ "ember_agent_restores_total", "Restores (resume, spawn from a template) by prefetch mode.",
+		  offsetof(struct restore_series, count) },
+		{ "ember_agent_restore_faults_total", "Page faults served until the guest agent answered.",
+		  offsetof(struct restore_series, faults) },
+		{ "ember_agent_restore_prefetched_pages_total", "Pages installed by prefetch.",
+		  offsetof(struct restore_series, prefetched) },
+		{ "ember_agent_restore_copied_bytes_total", "Bytes copied from layers until the guest agent answered.",
+		  offsetof(struct restore_series, bytes) },
+	};
+
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", k[i].name,
+			k[i].help, k[i].name);
+		for (int mode = PREFETCH_OFF; mode <= PREFETCH_EAGER; mode++) {
+			const char *p = (const char *)&m->restores[mode];
+			uint64_t v;
+
+			memcpy(&v, p + k[i].off, sizeof(v));
+			fprintf(f, "%s{prefetch=\"%s\"} %" PRIu64 "\n", k[i].name,
+				prefetch_mode_name((enum prefetch_mode)mode), v);
+		}
+	}
+}
+
 char *metrics_render(struct agent *a)
 {
 	struct agent_metrics *m = a->metrics;
@@ -105,6 +154,7 @@ char *metrics_render(struct agent *a)
 	for (size_t i = 0; i < m->n; i++)
 		fprintf(f, "ember_agent_rpc_seconds_total{method=\"%s\",code=\"%s\"} %.6f\n",
 			m->s[i].method, m->s[i].code, (double)m->s[i].ns / 1e9);
+	render_restores(f, m);
 	pthread_mutex_unlock(&m->lock);
 	if (fclose(f) != 0) {
 		free(out);

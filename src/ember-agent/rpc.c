@@ -247,11 +247,34 @@ static int m_get_host_info(struct call *c, const ProtobufCMessage *rq)
 	return r;
 }
 
+/* A request's PrefetchMode: -EINVAL for a value this agent does not know. */
+static int prefetch_from_msg(struct call *c, int v, enum prefetch_mode *out)
+{
+	if (v < PREFETCH_DEFAULT || v > PREFETCH_EAGER) {
+		agent_err_set(&c->err, "prefetch %d is not a PrefetchMode", v);
+		return -EINVAL;
+	}
+	*out = (enum prefetch_mode)v;
+	return 0;
+}
+
+static void restore_msg(const struct restore_stats *st, EmberRestoreStats *m)
+{
+	*m = (EmberRestoreStats)EMBER__HOSTAGENT__V1__RESTORE_STATS__INIT;
+	m->prefetch = (Ember__Hostagent__V1__PrefetchMode)st->mode;
+	m->faults_until_ready = st->faults;
+	m->prefetched_pages = st->prefetched_pages;
+	m->bytes_copied = st->bytes_copied;
+	m->prefetch_ms = st->prefetch_ms;
+}
+
 static int m_create_sandbox(struct call *c, const ProtobufCMessage *rq)
 {
 	const EmberCreateSandboxRequest *q = (const void *)rq;
 	EmberCreateSandboxResponse m = EMBER__HOSTAGENT__V1__CREATE_SANDBOX_RESPONSE__INIT;
 	EmberAgentSandbox sm;
+	EmberRestoreStats rm;
+	struct restore_stats st = { 0 };
 	struct create_args ca = { 0 };
 	struct sandbox *s = NULL;
 	struct kvs k = { 0 };
@@ -259,6 +282,9 @@ static int m_create_sandbox(struct call *c, const ProtobufCMessage *rq)
 	int r;
 
 	call_id(c, q->sandbox_id);
+	r = prefetch_from_msg(c, (int)q->prefetch, &ca.prefetch);
+	if (r < 0)
+		return r;
 	ca.id = q->sandbox_id;
 	ca.template_name = q->template_name;
 	ca.kernel = c->a->cfg.kernel;
@@ -284,7 +310,8 @@ static int m_create_sandbox(struct call *c, const ProtobufCMessage *rq)
 	}
 	if (q->source_case ==
 	    EMBER__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__SOURCE_SNAPSHOT_TEMPLATE)
-		r = snapshot_spawn(c->a, &ca, q->snapshot_template, &s, &c->err);
+		r = snapshot_spawn(c->a, &ca, q->snapshot_template, &s, &st,
+				   &c->err);
 	else
 		r = sandbox_create(c->a, &ca, &s, &c->err);
 	if (r < 0)
@@ -294,6 +321,10 @@ static int m_create_sandbox(struct call *c, const ProtobufCMessage *rq)
 		goto out;
 	m.sandbox = &sm;
 	m.start_ms = (ember_now_ns() - t0) / 1000000;
+	if (st.known) {
+		restore_msg(&st, &rm);
+		m.restore = &rm;
+	}
 	r = reply(c, &m.base);
 out:
 	kvs_free(&k);
@@ -385,19 +416,29 @@ static int m_resume_sandbox(struct call *c, const ProtobufCMessage *rq)
 	const EmberResumeSandboxRequest *q = (const void *)rq;
 	EmberResumeSandboxResponse m = EMBER__HOSTAGENT__V1__RESUME_SANDBOX_RESPONSE__INIT;
 	EmberAgentSandbox sm;
+	EmberRestoreStats rm;
+	struct restore_stats st = { 0 };
+	enum prefetch_mode mode;
 	struct sandbox *s = NULL;
 	struct kvs k = { 0 };
 	uint64_t t0 = ember_now_ns();
 	int r;
 
 	call_id(c, q->sandbox_id);
-	r = snapshot_resume(c->a, q->sandbox_id, &s, &c->err);
+	r = prefetch_from_msg(c, (int)q->prefetch, &mode);
+	if (r < 0)
+		return r;
+	r = snapshot_resume(c->a, q->sandbox_id, mode, &s, &st, &c->err);
 	if (r < 0)
 		return r;
 	r = sandbox_msg(s, &sm, &k);
 	if (r == 0) {
 		m.sandbox = &sm;
 		m.resume_ms = (ember_now_ns() - t0) / 1000000;
+		if (st.known) {
+			restore_msg(&st, &rm);
+			m.restore = &rm;
+		}
 		r = reply(c, &m.base);
 	}
 	kvs_free(&k);

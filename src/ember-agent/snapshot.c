@@ -19,6 +19,13 @@
  *   false}; the page server's "ready"; PATCH /vm Resumed; then the guest
  *   agent is re-identified with the old token: new token, clock, entropy,
  *   hostname. Any failure stops both processes and leaves it PAUSED.
+ * Working sets (prefetch modes, see prefetch_args): the page server records
+ *   the pages the guest faults until its agent answers (SIGUSR2 then) plus
+ *   a tail into <snap>/working-set.ws, or <template>/working-set.ws for a
+ *   spawn; a later restore of that chain installs them before the vCPUs
+ *   run. The file is a hint checked by ember-uffd (checksum, chain id,
+ *   memory size): a bad or stale one is ignored and recorded anew; page
+ *   contents always come from the header.
  * sandbox_begin gives a second pause or resume in flight -EAGAIN.
  *
  * Templates (<state>/templates/<name>/): CreateSnapshot writes the next
@@ -53,7 +60,13 @@
 
 #define VMM_API_TIMEOUT_MS 120000
 #define UFFD_LISTEN_TIMEOUT_MS 10000
-#define UFFD_READY_TIMEOUT_MS 60000
+#define UFFD_READY_TIMEOUT_MS 120000
+/* The longest a working set is recorded, and how long after the guest
+ * agent answered. */
+#define WS_RECORD_MAX_S "60"
+#define WS_RECORD_TAIL_MS "1000"
+#define UFFD_METRICS_FILE "uffd-metrics.json"
+#define UFFD_METRICS_TIMEOUT_MS 3000
 #define GUEST_RESUME_TIMEOUT_MS 60000
 /* One connection try to a restored guest: the first may be lost to the
  * guest's transport reset, so a short one, then another. */
@@ -312,10 +325,74 @@ fail:
 	return rc;
 }
 
+static const char *const prefetch_names[] = {
+	[PREFETCH_DEFAULT] = "default", [PREFETCH_OFF] = "off",
+	[PREFETCH_RECORD] = "record", [PREFETCH_ON] = "on",
+	[PREFETCH_EAGER] = "eager",
+};
+
+const char *prefetch_mode_name(enum prefetch_mode m)
+{
+	return (unsigned)m < EMBER_ARRAY_SIZE(prefetch_names)
+		       ? prefetch_names[m] : "unknown";
+}
+
+int prefetch_mode_parse(const char *name, enum prefetch_mode *out)
+{
+	for (size_t i = 0; i < EMBER_ARRAY_SIZE(prefetch_names); i++) {
+		if (strcmp(name, prefetch_names[i]) == 0) {
+			*out = (enum prefetch_mode)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* A request's mode, or the agent's default. */
+static enum prefetch_mode prefetch_effective(const struct agent *a,
+					     enum prefetch_mode m)
+{
+	if (m > PREFETCH_DEFAULT && m <= PREFETCH_EAGER)
+		return m;
+	return a->cfg.prefetch > PREFETCH_DEFAULT ? a->cfg.prefetch
+						  : PREFETCH_ON;
+}
+
+/* ember-uffd's options for a mode, appended to argv at *n (room for 6):
+ *   off     none: lazy
+ *   record  --record-ws WS
+ *   on      --prefetch WS --record-ws WS --ready-after-prefetch when WS
+ *           exists (ember-uffd records only when WS cannot be used),
+ *           else --record-ws WS
+ *   eager   --prefetch-all --ready-after-prefetch
+ * TODO(agent): a usable working set is never recorded again, so one that
+ * no longer matches what the guest does (its faults after the prefetch
+ * grow) stays until `record` is asked for; refresh it past some share. */
+static void prefetch_args(enum prefetch_mode mode, const char *ws,
+			  char **argv, size_t *n)
+{
+	if (mode == PREFETCH_EAGER) {
+		argv[(*n)++] = "--prefetch-all";
+		argv[(*n)++] = "--ready-after-prefetch";
+		return;
+	}
+	if (mode == PREFETCH_OFF || !ws)
+		return;
+	if (mode == PREFETCH_ON && access(ws, F_OK) == 0) {
+		argv[(*n)++] = "--prefetch";
+		argv[(*n)++] = (char *)ws;
+		argv[(*n)++] = "--ready-after-prefetch";
+	}
+	argv[(*n)++] = "--record-ws";
+	argv[(*n)++] = (char *)ws;
+}
+
 /* Starts ember-uffd on the chain; *ready_fd is the read end of its ready
- * pipe. The socket appears once it listens. */
+ * pipe. The socket appears once it listens. ws: the working-set file of
+ * the chain (NULL: none); metrics: its metrics file. */
 static int spawn_uffd(struct agent *a, const char *id, const char *header,
-		      const char *snap, const char *sock, pid_t *pid,
+		      const char *snap, const char *sock, enum prefetch_mode mode,
+		      const char *ws, const char *metrics, pid_t *pid,
 		      int *ready_fd)
 {
 	char log_path[PATH_MAX], fdnum[16];
@@ -354,10 +431,16 @@ static int spawn_uffd(struct agent *a, const char *id, const char *header,
 		/* TODO(agent): a layer cut short is refused here, a layer
 		 * with flipped bytes is not (--verify-layers reads every
 		 * layer, which lazy loading is there to avoid). */
-		char *argv[] = { a->cfg.uffd_bin, "--socket", (char *)sock,
-				 "--header", (char *)header, "--layers-dir",
-				 (char *)snap, "--ready-fd", fdnum, "--id",
-				 (char *)id, NULL };
+		char *argv[32] = { a->cfg.uffd_bin, "--socket", (char *)sock,
+				   "--header", (char *)header, "--layers-dir",
+				   (char *)snap, "--ready-fd", fdnum, "--id",
+				   (char *)id, "--metrics-path", (char *)metrics,
+				   "--record-seconds", WS_RECORD_MAX_S,
+				   "--record-tail-ms", WS_RECORD_TAIL_MS };
+		size_t n = 17;
+
+		prefetch_args(mode, ws, argv, &n);
+		argv[n] = NULL;
 		execv(argv[0], argv);
 		_exit(127);
 	}
@@ -529,18 +612,73 @@ static int reidentify(struct agent *a, const struct sandbox *s, pid_t vmm,
 	return r < 0 ? r : -ETIMEDOUT;
 }
 
+/* Asks the page server for its figures now that the guest answered
+ * (SIGUSR2: it writes its metrics file and ends the working-set recording
+ * a tail later) and reads them into *st. A failure only costs the figures. */
+static void uffd_stats(const char *id, pid_t uffd, const char *path,
+		       struct restore_stats *st)
+{
+	static const struct { const char *name; enum prefetch_mode m; } modes[] = {
+		{ "lazy", PREFETCH_OFF }, { "record", PREFETCH_RECORD },
+		{ "prefetch", PREFETCH_ON }, { "eager", PREFETCH_EAGER },
+	};
+	json_int_t faults = 0, prefetched = 0, bytes = 0;
+	const char *mode = "";
+	double pms = 0;
+	json_error_t je;
+	json_t *j = NULL;
+	int waited;
+
+	if (kill(uffd, SIGUSR2) < 0) {
+		olog_warn(id, "cannot ask the page server for metrics: %s",
+			  strerror(errno));
+		return;
+	}
+	for (waited = 0; waited < UFFD_METRICS_TIMEOUT_MS; waited += 5) {
+		if (access(path, F_OK) == 0)
+			break;
+		sleep_ms(5);
+	}
+	j = json_load_file(path, 0, &je);
+	if (!j || json_unpack(j, "{s:I, s:I, s:I, s:s, s:F}", "faults", &faults,
+			      "prefetched_pages", &prefetched, "bytes_copied",
+			      &bytes, "mode", &mode, "prefetch_ms", &pms) < 0) {
+		olog_warn(id, "no page server metrics in %s after %d ms", path,
+			  waited);
+		json_decref(j);
+		return;
+	}
+	for (size_t i = 0; i < EMBER_ARRAY_SIZE(modes); i++)
+		if (strcmp(mode, modes[i].name) == 0)
+			st->mode = modes[i].m;
+	st->known = true;
+	st->faults = (uint64_t)faults;
+	st->prefetched_pages = (uint64_t)prefetched;
+	st->bytes_copied = (uint64_t)bytes;
+	st->prefetch_ms = pms;
+	olog_info(id, "memory: %s (prefetch %s), %" PRIu64 " faults until the guest answered, %"
+		  PRIu64 " pages prefetched in %.1f ms, %" PRIu64 " bytes copied",
+		  mode, prefetch_mode_name(st->mode), st->faults,
+		  st->prefetched_pages, st->prefetch_ms, st->bytes_copied);
+	json_decref(j);	/* mode points into j */
+}
+
 /*
  * Brings s back from the newest header of its <snap>/ chain: page server,
  * VMM, load, ready, resume, re-identify (s->token is the guest's current
- * token; new_token its next). On success *vmm and *uffd are the new
- * processes and the record names them; on failure both are stopped.
+ * token; new_token its next). ws is the chain's working-set file, used as
+ * mode says. On success *vmm and *uffd are the new processes and the
+ * record names them, *st the page server's figures; on failure both are
+ * stopped.
  */
 static int restore(struct agent *a, const struct sandbox *s,
-		   const char *new_token, pid_t *vmm_out, pid_t *uffd_out,
-		   struct agent_err *e)
+		   const char *new_token, const char *ws,
+		   enum prefetch_mode mode, pid_t *vmm_out, pid_t *uffd_out,
+		   struct restore_stats *st, struct agent_err *e)
 {
 	char snap[PATH_MAX], header[PATH_MAX], usock[PATH_MAX], run[PATH_MAX];
 	char disk[PATH_MAX], console[PATH_MAX], vlog[PATH_MAX];
+	char dir[PATH_MAX], metrics[PATH_MAX];
 	const char *id = s->id;
 	struct vmm_client *vc = NULL;
 	pid_t vmm = 0, uffd = 0;
@@ -552,12 +690,18 @@ static int restore(struct agent *a, const struct sandbox *s,
 	    (rc = sbx_path(&a->cfg, id, P_DISK_DIR, disk, sizeof(disk))) < 0 ||
 	    (rc = sbx_path(&a->cfg, id, P_CONSOLE, console, sizeof(console))) < 0 ||
 	    (rc = sbx_path(&a->cfg, id, P_VMM_LOG, vlog, sizeof(vlog))) < 0 ||
+	    (rc = sbx_path(&a->cfg, id, P_DIR, dir, sizeof(dir))) < 0 ||
+	    (rc = join(metrics, sizeof(metrics), dir, UFFD_METRICS_FILE)) < 0 ||
 	    (rc = join(header, sizeof(header), snap, s->snap_header)) < 0) {
 		agent_err_set(e, "sandbox paths: %s", strerror(-rc));
 		return rc;
 	}
 	remove_sockets(a, id);
-	rc = spawn_uffd(a, id, header, snap, usock, &uffd, &ready);
+	unlink(metrics);
+	memset(st, 0, sizeof(*st));
+	st->mode = mode;
+	rc = spawn_uffd(a, id, header, snap, usock, mode, ws, metrics, &uffd,
+			&ready);
 	if (rc < 0) {
 		agent_err_set(e, "cannot start %s: %s", a->cfg.uffd_bin,
 			      strerror(-rc));
@@ -625,6 +769,8 @@ static int restore(struct agent *a, const struct sandbox *s,
 		goto fail;
 	p.token = new_token;
 	sandbox_apply(a, id, mark_resumed, &p);
+	uffd_stats(id, uffd, metrics, st);
+	metrics_restore(a->metrics, st);
 	*vmm_out = vmm;
 	*uffd_out = uffd;
 	return 0;
@@ -643,10 +789,12 @@ fail:
 	return rc;
 }
 
-int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
+int snapshot_resume(struct agent *a, const char *id, enum prefetch_mode mode,
+		    struct sandbox **out, struct restore_stats *st,
 		    struct agent_err *e)
 {
-	char token[AGENT_TOKEN_LEN + 1];
+	char token[AGENT_TOKEN_LEN + 1], snap[PATH_MAX], ws[PATH_MAX];
+	struct restore_stats own;
 	struct sandbox s;
 	pid_t vmm = 0, uffd = 0;
 	int rc;
@@ -661,8 +809,14 @@ int snapshot_resume(struct agent *a, const char *id, struct sandbox **out,
 		rc = -ENOENT;
 		goto fail;
 	}
+	if ((rc = sbx_path(&a->cfg, id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
+	    (rc = join(ws, sizeof(ws), snap, WORKING_SET_FILE)) < 0) {
+		agent_err_set(e, "sandbox paths: %s", strerror(-rc));
+		goto fail;
+	}
 	random_token(token);
-	rc = restore(a, &s, token, &vmm, &uffd, e);
+	rc = restore(a, &s, token, ws, prefetch_effective(a, mode), &vmm, &uffd,
+		     st ? st : &own, e);
 	if (rc < 0)
 		goto fail;
 	sandbox_end(a, id, SBX_RUNNING);
@@ -864,9 +1018,12 @@ fail:
 }
 
 int snapshot_spawn(struct agent *a, const struct create_args *c,
-		   const char *name, struct sandbox **out, struct agent_err *e)
+		   const char *name, struct sandbox **out,
+		   struct restore_stats *st, struct agent_err *e)
 {
 	char dir[PATH_MAX], path[PATH_MAX], snap[PATH_MAX], rootfs[PATH_MAX];
+	char ws[PATH_MAX];
+	struct restore_stats own;
 	char old_token[AGENT_TOKEN_LEN + 1];
 	const char *hdr = "", *token = "";
 	int vcpus = 0, rc;
@@ -933,7 +1090,8 @@ int snapshot_spawn(struct agent *a, const struct create_args *c,
 		goto fail;
 	if ((rc = sbx_path(&a->cfg, s->id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
 	    (rc = sbx_path(&a->cfg, s->id, P_ROOTFS, rootfs, sizeof(rootfs))) < 0 ||
-	    (rc = join(path, sizeof(path), dir, "rootfs.ext4")) < 0) {
+	    (rc = join(path, sizeof(path), dir, "rootfs.ext4")) < 0 ||
+	    (rc = join(ws, sizeof(ws), dir, WORKING_SET_FILE)) < 0) {
 		agent_err_set(e, "sandbox paths: %s", strerror(-rc));
 		goto fail;
 	}
@@ -948,7 +1106,10 @@ int snapshot_spawn(struct agent *a, const struct create_args *c,
 	char token_new[AGENT_TOKEN_LEN + 1];
 	sandbox_apply(a, s->id, sandbox_copy_fn, &copy);
 	random_token(token_new);
-	rc = restore(a, &copy, token_new, &vmm, &uffd, e);
+	/* Every clone of the template faults much the same pages: the
+	 * working set is the template's. */
+	rc = restore(a, &copy, token_new, ws, prefetch_effective(a, c->prefetch),
+		     &vmm, &uffd, st ? st : &own, e);
 	if (rc < 0)
 		goto fail;
 	sandbox_end(a, s->id, SBX_RUNNING);

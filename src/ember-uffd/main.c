@@ -15,8 +15,9 @@
  *            mismatch the VMM is killed (through its pidfd) so that it never
  *            runs on pages we cannot serve, and we exit 1
  *     │
- *   READY ── "ready" on --ready-fd and stdout; serve (server.c) until the
- *            VM goes away or SIGTERM: exit 0
+ *   READY ── "ready" on --ready-fd and stdout (with --ready-after-prefetch
+ *            once the working set is installed); serve (server.c) until
+ *            the VM goes away or SIGTERM: exit 0
  */
 #include "server.h"
 
@@ -59,15 +60,22 @@ static const char usage[] =
 	"                         (default 120; 0 waits for ever)\n"
 	"  --metrics-path FILE    write metrics JSON there on exit and SIGUSR1\n"
 	"  --record-ws FILE       record the pages faulted during the first\n"
-	"  --record-seconds N     N seconds (default 10) into FILE\n"
+	"  --record-seconds N     N seconds (default 10) into FILE; SIGUSR2\n"
+	"  --record-tail-ms N     ends the window N ms later (default 1000)\n"
 	"  --prefetch FILE        install a recorded working set in bulk\n"
-	"                         right after the handshake\n"
+	"                         right after the handshake; a corrupt or\n"
+	"                         stale file is ignored with a warning; with\n"
+	"                         --record-ws, recording happens only then\n"
+	"  --prefetch-all         install all of guest memory (eager)\n"
+	"  --ready-after-prefetch announce \"ready\" once the prefetch is\n"
+	"                         done (the VM then runs on installed pages)\n"
 	"  --id ID                object id for log lines (e.g. the sandbox)\n"
 	"  --log-level LEVEL      error, warn, info (default), debug\n"
 	"  --help, --version\n"
 	"\n"
 	"Prints \"listening PATH\", \"ready\" and \"prefetched N\" lines on\n"
-	"stdout. Exit status: 0 when the VM went away or on SIGTERM, 1 on a\n"
+	"stdout. SIGUSR1 writes metrics; SIGUSR2 (the guest is ready) too,\n"
+	"and ends the recording window. Exit status: 0 when the VM went away or on SIGTERM, 1 on a\n"
 	"runtime failure (bad header, missing layer, regions that disagree\n"
 	"with the header), 2 on a usage error.\n";
 
@@ -75,8 +83,7 @@ struct options {
 	const char *socket_path, *header_path, *prefetch_path, *id;
 	const char *dirs[MAX_LAYER_DIRS];
 	size_t n_dirs;
-	bool verify;
-	int ready_fd;
+	bool verify, prefetch_all;
 	uint64_t accept_timeout_s, record_seconds;
 };
 
@@ -85,7 +92,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 {
 	enum { O_SOCKET = 256, O_HEADER, O_DIRS, O_VERIFY, O_READY, O_ACCEPT,
 	       O_METRICS, O_RECORD, O_RECORD_S, O_PREFETCH, O_ID, O_LEVEL,
-	       O_VERSION };
+	       O_VERSION, O_RECORD_TAIL, O_PREFETCH_ALL, O_READY_AFTER };
 	static const struct option opts[] = {
 		{"socket", required_argument, 0, O_SOCKET},
 		{"header", required_argument, 0, O_HEADER},
@@ -97,6 +104,9 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{"record-ws", required_argument, 0, O_RECORD},
 		{"record-seconds", required_argument, 0, O_RECORD_S},
 		{"prefetch", required_argument, 0, O_PREFETCH},
+		{"record-tail-ms", required_argument, 0, O_RECORD_TAIL},
+		{"prefetch-all", no_argument, 0, O_PREFETCH_ALL},
+		{"ready-after-prefetch", no_argument, 0, O_READY_AFTER},
 		{"id", required_argument, 0, O_ID},
 		{"log-level", required_argument, 0, O_LEVEL},
 		{"help", no_argument, 0, 'h'},
@@ -123,7 +133,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 			if (ember_parse_u64(optarg, &v) || v > INT_MAX)
 				ember_die(EMBER_EXIT_USAGE, "--ready-fd %s: "
 					  "not a descriptor", optarg);
-			o->ready_fd = (int)v;
+			s->ready_fd = (int)v;
 			break;
 		case O_ACCEPT:
 			if (ember_parse_u64(optarg, &o->accept_timeout_s))
@@ -142,6 +152,16 @@ static void parse_args(int argc, char **argv, struct options *o,
 					  optarg);
 			break;
 		case O_PREFETCH: o->prefetch_path = optarg; break;
+		case O_PREFETCH_ALL: o->prefetch_all = true; break;
+		case O_READY_AFTER: s->ready_after_prefetch = true; break;
+		case O_RECORD_TAIL:
+			if (ember_parse_u64(optarg, &v) || v > 3600000)
+				ember_die(EMBER_EXIT_USAGE,
+					  "--record-tail-ms %s: not a number "
+					  "of milliseconds",
+					  optarg);
+			s->record_tail_ns = v * 1000000;
+			break;
 		case O_ID: o->id = optarg; break;
 		case O_LEVEL:
 			if (ember_log_parse_level(optarg, &level))
@@ -160,6 +180,9 @@ static void parse_args(int argc, char **argv, struct options *o,
 		fputs(usage, stderr);
 		exit(EMBER_EXIT_USAGE);
 	}
+	if (o->prefetch_all && o->prefetch_path)
+		ember_die(EMBER_EXIT_USAGE,
+			  "--prefetch-all and --prefetch exclude each other");
 }
 
 /* Header, layers and prefetch file: everything checked before a VMM may
@@ -195,16 +218,26 @@ static int load_chain(struct server *s, struct options *o)
 			   why[0] ? why : strerror(-rc));
 		return EMBER_EXIT_FAILURE;
 	}
+	/* A working set only saves faults: one that cannot be used is
+	 * ignored (and recorded anew when --record-ws says where). */
 	if (o->prefetch_path) {
-		rc = ws_read(o->prefetch_path, s->h.total_size,
-			     &s->prefetch_page, &s->prefetch, &s->n_prefetch,
-			     why, sizeof(why));
+		rc = ws_read(o->prefetch_path, &s->h, &s->prefetch_page,
+			     &s->prefetch, &s->n_prefetch, why, sizeof(why));
 		if (rc) {
-			olog_error(s->id, "prefetch %s: %s", o->prefetch_path,
-				   rc == -EINVAL ? why : strerror(-rc));
-			return EMBER_EXIT_FAILURE;
+			olog_warn(s->id, "prefetch %s: %s; ignored",
+				  o->prefetch_path,
+				  rc == -EINVAL ? why : strerror(-rc));
+			s->prefetch = NULL;
+			s->n_prefetch = 0;
+		} else {
+			s->record_path = NULL;
+			s->mode = "prefetch";
 		}
 	}
+	if (s->record_path)
+		s->mode = "record";
+	if (o->prefetch_all)
+		s->mode = "eager";
 	return EMBER_EXIT_OK;
 }
 
@@ -416,19 +449,19 @@ static void kill_peer(struct server *s)
 		olog_error(s->id, "kill VMM: %s", strerror(errno));
 }
 
-static void announce_ready(struct server *s, int ready_fd)
+/* Eager: the working set is every page of guest memory. */
+static int prefetch_everything(struct server *s)
 {
-	olog_info(s->id, "ready: %zu regions, %" PRIu64 " bytes, page %" PRIu64
-			 " bytes, generation %u",
-		  s->n_regions, s->h.total_size, s->max_page, s->h.generation);
-	printf("ready\n");
-	fflush(stdout);
-	if (ready_fd >= 0) {
-		if (ember_write_full(ready_fd, "ready\n", 6))
-			olog_warn(s->id, "--ready-fd %d: %s", ready_fd,
-				  strerror(errno));
-		close(ready_fd);
-	}
+	size_t n = (size_t)(s->h.total_size / s->max_page);
+
+	s->prefetch = malloc((n ? n : 1) * sizeof(*s->prefetch));
+	if (!s->prefetch)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		s->prefetch[i] = (uint64_t)i * s->max_page;
+	s->n_prefetch = n;
+	s->prefetch_page = s->max_page;
+	return 0;
 }
 
 static int setup_signals(struct server *s)
@@ -439,6 +472,7 @@ static int setup_signals(struct server *s)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
 	sigaddset(&set, SIGPIPE);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -errno;
@@ -449,10 +483,10 @@ static int setup_signals(struct server *s)
 
 int main(int argc, char **argv)
 {
-	struct options o = {.ready_fd = -1, .accept_timeout_s = 120,
-			    .record_seconds = 10};
+	struct options o = {.accept_timeout_s = 120, .record_seconds = 10};
 	struct server s = {.uffd = -1, .sig_fd = -1, .pid_fd = -1,
-			   .exit_status = EMBER_EXIT_OK};
+			   .ready_fd = -1, .record_tail_ns = 1000000000ull,
+			   .mode = "lazy", .exit_status = EMBER_EXIT_OK};
 	char default_id[32];
 	int lfd, rc, status = EMBER_EXIT_FAILURE;
 
@@ -490,8 +524,15 @@ int main(int argc, char **argv)
 		s.record_until_ns = ember_now_ns() + o.record_seconds *
 							     1000000000ull;
 	}
+	if (o.prefetch_all && prefetch_everything(&s) < 0) {
+		olog_error(s.id, "out of memory for --prefetch-all");
+		kill_peer(&s);
+		goto out;
+	}
 	server_sort_prefetch(&s);
-	announce_ready(&s, o.ready_fd);
+	s.prefetch_start_ns = ember_now_ns();
+	if (!s.ready_after_prefetch)
+		server_announce_ready(&s);
 	status = server_run(&s);
 	server_finish_recording(&s);
 	server_write_metrics(&s, true);
@@ -501,6 +542,7 @@ out:
 	ember_close(&s.uffd);
 	ember_close(&s.pid_fd);
 	ember_close(&s.sig_fd);
+	ember_close(&s.ready_fd);
 	free(s.regions);
 	free(s.bounce);
 	free(s.removed);

@@ -15,7 +15,8 @@
  *                        │ prefetch pending: install one run, loop ─┘
  *                        ▼
  *   ESRCH, pidfd readable (VMM exited), POLLHUP/POLLERR: exit 0
- *   SIGTERM/SIGINT: exit 0; SIGUSR1: write metrics, go on
+ *   SIGTERM/SIGINT: exit 0; SIGUSR1: write metrics, go on; SIGUSR2: the
+ *   guest is ready: write metrics, end the recording a tail later
  *
  * Invariants:
  *   - a page is filled only from the layer the header maps it to, or with
@@ -477,11 +478,35 @@ static void prefetch_done_check(struct server *s)
 	if (s->prefetch_announced || s->prefetch_pos < s->n_prefetch)
 		return;
 	s->prefetch_announced = true;
-	if (!s->prefetch)
+	if (s->prefetch) {
+		s->prefetch_ns = ember_now_ns() - s->prefetch_start_ns;
+		olog_info(s->id, "prefetched %" PRIu64 " pages in %.1f ms",
+			  s->prefetched_pages, (double)s->prefetch_ns / 1e6);
+		printf("prefetched %" PRIu64 "\n", s->prefetched_pages);
+		fflush(stdout);
+	}
+	if (s->ready_after_prefetch)
+		server_announce_ready(s);
+}
+
+void server_announce_ready(struct server *s)
+{
+	if (s->ready_announced)
 		return;
-	olog_info(s->id, "prefetched %" PRIu64 " pages", s->prefetched_pages);
-	printf("prefetched %" PRIu64 "\n", s->prefetched_pages);
+	s->ready_announced = true;
+	olog_info(s->id, "ready: %zu regions, %" PRIu64 " bytes, page %" PRIu64
+			 " bytes, generation %u, %s",
+		  s->n_regions, s->h.total_size, s->max_page, s->h.generation,
+		  s->mode);
+	printf("ready\n");
 	fflush(stdout);
+	if (s->ready_fd >= 0) {
+		if (ember_write_full(s->ready_fd, "ready\n", 6))
+			olog_warn(s->id, "--ready-fd %d: %s", s->ready_fd,
+				  strerror(errno));
+		close(s->ready_fd);
+		s->ready_fd = -1;
+	}
 }
 
 /* ---- metrics and the working set --------------------------------------- */
@@ -543,7 +568,8 @@ void server_write_metrics(struct server *s, bool log_it)
 			  s->prefetched_pages, p50, p90, p99);
 	if (!s->metrics_path)
 		return;
-	o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f}",
+	o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,"
+		      "s:s,s:I,s:f}",
 		      "faults", (json_int_t)s->faults, "bytes_copied",
 		      (json_int_t)s->bytes_copied, "zero_pages",
 		      (json_int_t)s->zero_pages, "prefetched_pages",
@@ -553,7 +579,9 @@ void server_write_metrics(struct server *s, bool log_it)
 		      (json_int_t)s->eagain_retries, "peer_pid",
 		      (json_int_t)s->peer, "fault_p50_us", p50, "fault_p90_us",
 		      p90, "fault_p99_us", p99, "uptime_s",
-		      (double)(ember_now_ns() - s->start_ns) / 1e9);
+		      (double)(ember_now_ns() - s->start_ns) / 1e9, "mode",
+		      s->mode, "prefetch_planned", (json_int_t)s->n_prefetch,
+		      "prefetch_ms", (double)s->prefetch_ns / 1e6);
 	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	if (!text ||
@@ -571,7 +599,8 @@ void server_finish_recording(struct server *s)
 	if (!s->recording)
 		return;
 	s->recording = false;
-	rc = ws_write(s->record_path, s->regions[0].page_size, s->ws, s->n_ws);
+	rc = ws_write(s->record_path, &s->h, s->regions[0].page_size, s->ws,
+		      s->n_ws);
 	if (rc)
 		olog_error(s->id, "write working set %s: %s", s->record_path,
 			   strerror(-rc));
@@ -588,6 +617,14 @@ static void handle_signal(struct server *s)
 
 	while (read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo == SIGUSR1) {
+			server_write_metrics(s, true);
+		} else if (si.ssi_signo == SIGUSR2) {
+			/* The guest is ready: the working set is what it
+			 * faulted until now and a short while after. */
+			uint64_t end = ember_now_ns() + s->record_tail_ns;
+
+			if (s->recording && end < s->record_until_ns)
+				s->record_until_ns = end;
 			server_write_metrics(s, true);
 		} else {
 			olog_info(s->id, "signal %u: stopping", si.ssi_signo);

@@ -51,6 +51,15 @@ struct server {
 	size_t n_prefetch, prefetch_pos;
 	uint64_t prefetch_page;
 	bool prefetch_announced;
+	bool prefetch_all;	/* eager: every page of guest memory */
+	uint64_t prefetch_start_ns, prefetch_ns;
+	uint64_t record_tail_ns;	/* recording after SIGUSR2 */
+	const char *mode;	/* "lazy", "record", "prefetch", "eager" */
+
+	/* "ready" on stdout and ready_fd: after the handshake, or once the
+	 * prefetch is done with ready_after_prefetch. */
+	int ready_fd;
+	bool ready_after_prefetch, ready_announced;
 
 	/* Metrics. */
 	const char *metrics_path;
@@ -71,13 +80,17 @@ void server_write_metrics(struct server *s, bool log_it);
 void server_sort_prefetch(struct server *s);
 /* Writes the recorded working set, if recording. */
 void server_finish_recording(struct server *s);
+/* Prints "ready" and writes it to ready_fd (closed then), once. */
+void server_announce_ready(struct server *s);
 
-/* The working-set file (ws.c): "EMBERWS1", page size, count, the guest
- * offsets of faulted pages in fault order, XXH3 checksum. */
-int ws_write(const char *path, uint64_t page_size, const uint64_t *offs,
-	     size_t n);
-/* Reads and checks a working set against total_size. why on -EINVAL. */
-int ws_read(const char *path, uint64_t total_size, uint64_t *page_size,
-	    uint64_t **offs, size_t *n, char *why, size_t why_size);
+/* The working-set file (ws.c): "EMBERWS2", page size, the chain it was
+ * recorded on, the guest offsets of faulted pages in fault order, XXH3. */
+int ws_write(const char *path, const struct ember_header *h,
+	     uint64_t page_size, const uint64_t *offs, size_t n);
+/* Reads and checks a working set against the chain of h (same base layer
+ * and memory size). why on -EINVAL (corrupt or stale). */
+int ws_read(const char *path, const struct ember_header *h,
+	    uint64_t *page_size, uint64_t **offs, size_t *n, char *why,
+	    size_t why_size);
 
 #endif

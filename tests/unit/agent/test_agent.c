@@ -156,9 +156,9 @@ static int test_template_refcount(void)
 	CHECK(template_exists(a.cfg.state_dir, "t1"));
 	CHECK(snapshot_template_delete(&a, "t1", &kept, &e) == -ENOENT);
 	struct create_args ca = { .id = "c2" };
-	CHECK(snapshot_spawn(&a, &ca, "t1", &out, &e) == -ENOENT);
+	CHECK(snapshot_spawn(&a, &ca, "t1", &out, NULL, &e) == -ENOENT);
 	CHECK(strstr(e.msg, "not found") != NULL);
-	CHECK(snapshot_spawn(&a, &ca, "nope", &out, &e) == -ENOENT);
+	CHECK(snapshot_spawn(&a, &ca, "nope", &out, NULL, &e) == -ENOENT);
 
 	CHECK(snapshot_template_delete(&a, "t2", &kept, &e) == 0 && !kept);
 	CHECK(!template_exists(a.cfg.state_dir, "t2"));
@@ -174,9 +174,50 @@ static int test_template_refcount(void)
 	return 0;
 }
 
+/* PrefetchMode: names, the JSON mapping of a request, values out of range,
+ * and RestoreStats in an answer. */
+static int test_prefetch_modes(void)
+{
+	const ProtobufCMessageDescriptor *d =
+		&ember__hostagent__v1__resume_sandbox_request__descriptor;
+	const char *j = "{\"sandboxId\":\"sb-1\",\"prefetch\":\"PREFETCH_MODE_EAGER\"}";
+	struct restore_stats st = { .mode = PREFETCH_ON, .known = true,
+				    .faults = 12, .prefetched_pages = 700 };
+	EmberResumeSandboxResponse r = EMBER__HOSTAGENT__V1__RESUME_SANDBOX_RESPONSE__INIT;
+	EmberRestoreStats rm;
+	struct agent_err e = { "" };
+	struct call c = { 0 };
+	enum prefetch_mode mode;
+	ProtobufCMessage *m;
+	char *text;
+	json_t *o;
+
+	CHECK(prefetch_mode_parse("eager", &mode) == 0 && mode == PREFETCH_EAGER);
+	CHECK(prefetch_mode_parse("off", &mode) == 0 && mode == PREFETCH_OFF);
+	CHECK(prefetch_mode_parse("lazy", &mode) == -EINVAL);
+	CHECK(strcmp(prefetch_mode_name(PREFETCH_RECORD), "record") == 0);
+	REQUIRE(decode_request(d, BODY_JSON, (const uint8_t *)j, strlen(j), &m, &e) == 0);
+	CHECK(prefetch_from_msg(&c, (int)((EmberResumeSandboxRequest *)m)->prefetch,
+				&mode) == 0 && mode == PREFETCH_EAGER);
+	protobuf_c_message_free_unpacked(m, NULL);
+	CHECK(prefetch_from_msg(&c, 9, &mode) == -EINVAL);
+	CHECK(strstr(c.err.msg, "PrefetchMode") != NULL);
+
+	restore_msg(&st, &rm);
+	r.restore = &rm;
+	o = ember_pb_to_json(&r.base);
+	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	CHECK(text && strstr(text, "\"prefetch\":\"PREFETCH_MODE_ON\""));
+	CHECK(text && strstr(text, "\"faultsUntilReady\":\"12\""));
+	free(text);
+	json_decref(o);
+	return 0;
+}
+
 int main(void)
 {
 	test_states();
+	test_prefetch_modes();
 	test_paths();
 	test_decode();
 	test_decode_template_source();

@@ -6,7 +6,8 @@
  * it to the real ember-uffd as Firecracker would, and touches every page
  * from several threads, checking every byte against the model. Also: a
  * range given back with MADV_DONTNEED reads as zero; a recorded working
- * set replayed saves the faults; the VMM killed makes ember-uffd exit 0;
+ * set replayed saves the faults; a corrupt or stale working set is refused
+ * and recorded anew; eager prefetch leaves no fault; the VMM killed makes ember-uffd exit 0;
  * regions that disagree with the header, a bad header and a missing layer
  * make it exit 1, and the VMM is killed rather than left running.
  *
@@ -16,6 +17,8 @@
 
 #include "../../test.h"
 #include "fake_vmm.h"
+/* ws_read/ws_write, tested directly. */
+#include "../../../src/ember-uffd/ws.c"
 
 #include <jansson.h>
 #include <limits.h>
@@ -229,27 +232,29 @@ struct run {
 	int out_fd, go_w;
 };
 
-static int start_server(struct run *run, const char *extra1,
-			const char *extra2, const char *extra3,
-			const char *extra4)
+/* extra: up to 8 more arguments, NULL-terminated. */
+static int start_server_v(struct run *run, const char *const *extra)
 {
 	char *argv[16] = {(char *)uffd_bin, "--socket", sock_path, "--header",
 			  hdr_path, "--accept-timeout", "20"};
 	int n = 7;
 
-	if (extra1)
-		argv[n++] = (char *)extra1;
-	if (extra2)
-		argv[n++] = (char *)extra2;
-	if (extra3)
-		argv[n++] = (char *)extra3;
-	if (extra4)
-		argv[n++] = (char *)extra4;
+	for (size_t i = 0; extra[i] && i < 8; i++)
+		argv[n++] = (char *)extra[i];
 	argv[n] = NULL;
 	run->uffd_pid = fv_spawn(argv, &run->out_fd);
 	if (run->uffd_pid < 0)
 		return -1;
 	return fv_wait_line(run->out_fd, "listening", 10000);
+}
+
+static int start_server(struct run *run, const char *extra1,
+			const char *extra2, const char *extra3,
+			const char *extra4)
+{
+	const char *extra[] = {extra1, extra2, extra3, extra4, NULL};
+
+	return start_server_v(run, extra);
 }
 
 static void start_vmm(struct run *run, enum scenario sc, bool gated)
@@ -361,6 +366,132 @@ static void test_prefetch(void)
 	json_decref(b);
 }
 
+/* The working-set file itself: a good one reads back; corrupt, short,
+ * old-format and stale (another chain, another memory size) ones are
+ * refused with a reason. */
+static void test_ws_file(void)
+{
+	char ws[PATH_MAX], why[256] = "";
+	uint64_t offs[3] = {0, 5 * PAGE, 2 * PAGE}, *back = NULL, ps = 0;
+	struct ember_header h, other;
+	enum ember_hdr_error err;
+	size_t n = 0, len;
+	char *data;
+
+	snprintf(ws, sizeof(ws), "%s/file.ws", tmpdir);
+	CHECK(ember_header_load(hdr_path, &h, &err) == 0);
+	if (test_failures)
+		return;
+	CHECK(ws_write(ws, &h, PAGE, offs, 3) == 0);
+	CHECK(ws_read(ws, &h, &ps, &back, &n, why, sizeof(why)) == 0);
+	CHECK(n == 3 && ps == PAGE && back && back[1] == 5 * PAGE);
+	free(back);
+	back = NULL;
+
+	other = h;
+	other.base_id.b[0] ^= 1;
+	CHECK(ws_write(ws, &other, PAGE, offs, 3) == 0);
+	CHECK(ws_read(ws, &h, &ps, &back, &n, why, sizeof(why)) == -EINVAL);
+	CHECK(strstr(why, "stale") != NULL);
+	other = h;
+	other.total_size += PAGE;
+	CHECK(ws_write(ws, &other, PAGE, offs, 3) == 0);
+	CHECK(ws_read(ws, &h, &ps, &back, &n, why, sizeof(why)) == -EINVAL);
+	CHECK(strstr(why, "stale") != NULL);
+
+	CHECK(ws_write(ws, &h, PAGE, offs, 3) == 0);
+	CHECK(ember_read_file(ws, 1 << 20, &data, &len) == 0);
+	if (test_failures) {
+		ember_header_free(&h);
+		return;
+	}
+	data[70] ^= 0x10; /* an offset */
+	CHECK(ember_write_file_atomic(ws, data, len, 0644) == 0);
+	CHECK(ws_read(ws, &h, &ps, &back, &n, why, sizeof(why)) == -EINVAL);
+	CHECK(strstr(why, "checksum") != NULL);
+	data[70] ^= 0x10;
+	CHECK(ember_write_file_atomic(ws, data, len - 9, 0644) == 0);
+	CHECK(ws_read(ws, &h, &ps, &back, &n, why, sizeof(why)) == -EINVAL);
+	CHECK(strstr(why, "length") != NULL);
+	data[7] = '1';
+	CHECK(ember_write_file_atomic(ws, data, len, 0644) == 0);
+	CHECK(ws_read(ws, &h, &ps, &back, &n, why, sizeof(why)) == -EINVAL);
+	CHECK(strstr(why, "format 1") != NULL);
+	free(data);
+	ember_header_free(&h);
+}
+
+/* A stale working set (another chain) is ignored with a warning, never
+ * used: the server runs lazily, records a new one in its place, and every
+ * byte the VMM reads is right. */
+static void test_ws_stale(void)
+{
+	char ws[PATH_MAX], m[PATH_MAX], why[256] = "";
+	uint64_t offs[2] = {0, PAGE}, *back = NULL, ps;
+	struct ember_header h, other;
+	enum ember_hdr_error err;
+	struct run run;
+	size_t n = 0;
+	json_t *j;
+
+	snprintf(ws, sizeof(ws), "%s/stale.ws", tmpdir);
+	snprintf(m, sizeof(m), "%s/metrics-stale.json", tmpdir);
+	CHECK(ember_header_load(hdr_path, &h, &err) == 0);
+	if (test_failures)
+		return;
+	other = h;
+	other.base_id.b[3] ^= 0x40;
+	CHECK(ws_write(ws, &other, PAGE, offs, 2) == 0);
+	{
+		const char *extra[] = {"--metrics-path", m, "--prefetch", ws,
+				       "--record-ws", ws,
+				       "--ready-after-prefetch", NULL};
+
+		CHECK(start_server_v(&run, extra) == 0);
+	}
+	start_vmm(&run, SUBSET, false);
+	CHECK(fv_wait_line(run.out_fd, "ready", 10000) == 0);
+	CHECK(fv_wait(run.vmm_pid, 60000) == 0);
+	CHECK(fv_wait(run.uffd_pid, 10000) == 0);
+	close(run.out_fd);
+	j = read_metrics(m);
+	CHECK(j && metric(j, "prefetched_pages") == 0);
+	CHECK(j && strcmp(json_string_value(json_object_get(j, "mode")),
+			  "record") == 0);
+	CHECK(j && metric(j, "faults") >= N_PAGES / 3);
+	CHECK(ws_read(ws, &h, &ps, &back, &n, why, sizeof(why)) == 0);
+	CHECK(j && n == metric(j, "faults"));
+	json_decref(j);
+	free(back);
+	ember_header_free(&h);
+}
+
+/* Eager: every page installed before "ready"; the VMM then faults none. */
+static void test_eager(void)
+{
+	char m[PATH_MAX];
+	struct run run;
+	json_t *j;
+
+	snprintf(m, sizeof(m), "%s/metrics-eager.json", tmpdir);
+	CHECK(start_server(&run, "--metrics-path", m, "--prefetch-all",
+			   "--ready-after-prefetch") == 0);
+	start_vmm(&run, SUBSET, true);
+	CHECK(fv_wait_line(run.out_fd, "prefetched", 10000) == 0);
+	CHECK(fv_wait_line(run.out_fd, "ready", 10000) == 0);
+	CHECK(write(run.go_w, "g", 1) == 1);
+	close(run.go_w);
+	CHECK(fv_wait(run.vmm_pid, 60000) == 0);
+	CHECK(fv_wait(run.uffd_pid, 10000) == 0);
+	close(run.out_fd);
+	j = read_metrics(m);
+	CHECK(j && metric(j, "faults") == 0);
+	CHECK(j && metric(j, "prefetched_pages") == N_PAGES);
+	CHECK(j && strcmp(json_string_value(json_object_get(j, "mode")),
+			  "eager") == 0);
+	json_decref(j);
+}
+
 static void test_vmm_killed(void)
 {
 	struct run run;
@@ -456,6 +587,9 @@ int main(int argc, char **argv)
 
 	test_full();
 	test_prefetch();
+	test_ws_file();
+	test_ws_stale();
+	test_eager();
 	test_vmm_killed();
 	test_bad_regions();
 	test_bad_files();
