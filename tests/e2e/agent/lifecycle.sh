@@ -2,7 +2,7 @@
 # e2e: ember-agent drives a real guest. Started outside, it re-runs itself
 # inside the shared nested host (tests/e2e/lib.sh's in_host).
 #
-#   lifecycle.sh EMBER-AGENT EMBER-VMM ARTIFACTS-DIR
+#   lifecycle.sh EMBER-AGENT EMBER-VMM EMBER-UFFD ARTIFACTS-DIR
 #   (EMBER_AGENT_ROOTFS overrides ARTIFACTS-DIR/rootfs.ext4; the image must
 #    hold /sbin/ember-init)
 #
@@ -13,69 +13,9 @@
 # nothing is left: the VMM process, its sockets, its disk and folders.
 # Exit 0: passed; 77: skipped; 1: failed.
 set -uo pipefail
-. "$(dirname "$0")/../lib.sh"
-
-AGENT=$1 VMM=$2 ART=$3
-ROOTFS=${EMBER_AGENT_ROOTFS:-$ART/rootfs.ext4}
-
-if [ "${4:-}" != --inner ]; then
-	for f in "$AGENT" "$VMM" "$ART/vmlinux" "$ROOTFS"; do
-		[ -r "$f" ] || skip "$f is missing"
-	done
-	if command -v debugfs >/dev/null &&
-	   ! debugfs -R 'stat /sbin/ember-init' "$ROOTFS" 2>/dev/null | grep -q Inode; then
-		skip "$ROOTFS has no /sbin/ember-init (build ember-init before the rootfs)"
-	fi
-	in_host /bin/bash "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" \
-		"$AGENT" "$VMM" "$ART" --inner
-	exit $?
-fi
-
-[ -c /dev/kvm ] || skip "no /dev/kvm here"
-failures=0
-pass() { echo "PASS: $*"; }
-bad() { echo "FAIL: $*"; failures=$((failures + 1)); }
-
-T=$(host_scratch agent)
-RUN=$(mktemp -d /run/ember-e2e-agent.XXXXXX)
-"$AGENT" --listen 127.0.0.1:0 --port-file "$T/port" --state-dir "$T/state" \
-	--run-dir "$RUN" --vmm-bin "$VMM" --kernel "$ART/vmlinux" \
-	--rootfs "$ROOTFS" --boot-timeout ${EMBER_AGENT_BOOT_TIMEOUT:-240} 2>"$T/agent.log" &
-apid=$!
-cleanup() {
-	kill "$apid" 2>/dev/null
-	wait "$apid" 2>/dev/null
-	rm -rf "$RUN"
-}
-trap 'cleanup; _scratch_cleanup' EXIT
-for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.1; done
-[ -s "$T/port" ] || { cat "$T/agent.log"; fail "the agent did not start"; }
-U="http://127.0.0.1:$(cat "$T/port")/ember.hostagent.v1.HostAgent"
-
-rpc() { # METHOD JSON -> body in $T/out, prints the HTTP status
-	curl -sS --max-time 300 -H 'Content-Type: application/json' \
-	     -o "$T/out" -w '%{http_code}' -d "$2" "$U/$1"
-}
-# exec ID ARGV-JSON: the Connect stream of an Exec, decoded into one JSON
-# object per line in $T/exec.
-exec_rpc() {
-	local body="{\"sandboxId\":\"$1\",\"argv\":$2}"
-	printf '00%08x' "${#body}" | xxd -r -p >"$T/req"
-	printf '%s' "$body" >>"$T/req"
-	curl -sS --max-time 120 -H 'Content-Type: application/connect+json' \
-	     --data-binary @"$T/req" -o "$T/stream" "$U/Exec" || return 1
-	/usr/bin/python3 - "$T/stream" >"$T/exec" <<'PY'
-import sys, json, base64
-b = open(sys.argv[1], 'rb').read()
-while b:
-    flags, n = b[0], int.from_bytes(b[1:5], 'big')
-    m = json.loads(b[5:5 + n]); b = b[5 + n:]
-    for k in ('stdoutData', 'stderrData'):
-        if k in m: m[k] = base64.b64decode(m[k]).decode()
-    m['_end'] = bool(flags & 2)
-    print(json.dumps(m))
-PY
-}
+. "$(dirname "$0")/common.sh"
+agent_e2e_init "$@"
+start_agent agent
 
 s=$(rpc GetHostInfo '{}')
 [ "$s" = 200 ] && grep -q '"totalVcpus"' "$T/out" && pass "GetHostInfo: $(cat "$T/out")" ||

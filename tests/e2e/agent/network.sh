@@ -18,35 +18,23 @@
 # the iptables rules are as they were before.
 # Exit 0: passed; 77: skipped; 1: failed.
 set -uo pipefail
-. "$(dirname "$0")/../lib.sh"
-
-AGENT=$1 VMM=$2 UFFD=$3 ART=$4
-ROOTFS=${EMBER_AGENT_ROOTFS:-$ART/rootfs.ext4}
-
-if [ "${5:-}" != --inner ]; then
-	for f in "$AGENT" "$VMM" "$UFFD" "$ART/vmlinux" "$ROOTFS"; do
-		[ -r "$f" ] || skip "$f is missing"
-	done
-	if command -v debugfs >/dev/null &&
-	   ! debugfs -R 'stat /sbin/ember-init' "$ROOTFS" 2>/dev/null | grep -q Inode; then
-		skip "$ROOTFS has no /sbin/ember-init (build ember-init before the rootfs)"
-	fi
-	in_host /bin/bash "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" \
-		"$AGENT" "$VMM" "$UFFD" "$ART" --inner
-	exit $?
-fi
-
-[ -c /dev/kvm ] || skip "no /dev/kvm here"
+. "$(dirname "$0")/common.sh"
+agent_e2e_init "$@"
 for t in ip iptables curl; do
 	command -v $t >/dev/null || skip "$t is missing (scripts/deps.sh installs it)"
 done
-failures=0
-pass() { echo "PASS: $*"; }
-bad() { echo "FAIL: $*"; failures=$((failures + 1)); }
-
-T=$(host_scratch agent-net)
-RUN=$(mktemp -d /run/ember-e2e-agent.XXXXXX)
+agent_scratch agent-net
 INET=ember-e2e-inet
+inet_pid= host_pid=
+on_exit() { # the internet namespace and the two test servers
+	local p
+	for p in $inet_pid $host_pid; do
+		kill "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	ip netns del $INET 2>/dev/null
+	ip link del e2einet0 2>/dev/null
+}
 net_state() { # what a destroy must give back
 	ip -o link show | sed 's/^[0-9]*: //; s/[:@].*//' | sort
 	ip netns list | sort
@@ -75,23 +63,7 @@ inet_pid=$!
 host_pid=$!
 HOST_IP=$(ip -4 -o addr show scope global | awk '$2 != "e2einet0" {sub("/.*", "", $4); print $4; exit}')
 
-"$AGENT" --listen 127.0.0.1:0 --port-file "$T/port" --state-dir "$T/state" \
-	--run-dir "$RUN" --vmm-bin "$VMM" --uffd-bin "$UFFD" \
-	--kernel "$ART/vmlinux" --rootfs "$ROOTFS" \
-	--boot-timeout ${EMBER_AGENT_BOOT_TIMEOUT:-240} 2>>"$T/agent.log" &
-apid=$!
-cleanup() {
-	kill "$apid" "$inet_pid" "$host_pid" 2>/dev/null
-	wait "$apid" "$inet_pid" "$host_pid" 2>/dev/null
-	ip netns del $INET 2>/dev/null
-	ip link del e2einet0 2>/dev/null
-	rm -rf "$RUN"
-}
-trap 'cleanup; _scratch_cleanup' EXIT
-for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.1; done
-[ -s "$T/port" ] || { cat "$T/agent.log"; fail "the agent did not start"; }
-U="http://127.0.0.1:$(cat "$T/port")/ember.hostagent.v1.HostAgent"
-. "$(dirname "$0")/rpc_lib.sh"
+start_agent agent-net
 dump_logs() {
 	echo "--- agent log"; tail -n 40 "$T/agent.log"
 	for f in vmm.log console.log; do

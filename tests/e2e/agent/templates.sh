@@ -12,73 +12,9 @@
 # last clone removes the template's files; nothing is left.
 # Exit 0: passed; 77: skipped; 1: failed.
 set -uo pipefail
-. "$(dirname "$0")/../lib.sh"
-
-AGENT=$1 VMM=$2 UFFD=$3 ART=$4
-ROOTFS=${EMBER_AGENT_ROOTFS:-$ART/rootfs.ext4}
-
-if [ "${5:-}" != --inner ]; then
-	for f in "$AGENT" "$VMM" "$UFFD" "$ART/vmlinux" "$ROOTFS"; do
-		[ -r "$f" ] || skip "$f is missing"
-	done
-	if command -v debugfs >/dev/null &&
-	   ! debugfs -R 'stat /sbin/ember-init' "$ROOTFS" 2>/dev/null | grep -q Inode; then
-		skip "$ROOTFS has no /sbin/ember-init (build ember-init before the rootfs)"
-	fi
-	in_host /bin/bash "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" \
-		"$AGENT" "$VMM" "$UFFD" "$ART" --inner "${EMBER_AGENT_CLONES:-5}"
-	exit $?
-fi
-
-[ -c /dev/kvm ] || skip "no /dev/kvm here"
-failures=0
-pass() { echo "PASS: $*"; }
-bad() { echo "FAIL: $*"; failures=$((failures + 1)); }
-
-T=$(host_scratch agent-tmpl)
-RUN=$(mktemp -d /run/ember-e2e-agent.XXXXXX)
-"$AGENT" --listen 127.0.0.1:0 --port-file "$T/port" --state-dir "$T/state" \
-	--run-dir "$RUN" --vmm-bin "$VMM" --uffd-bin "$UFFD" \
-	--kernel "$ART/vmlinux" --rootfs "$ROOTFS" \
-	--boot-timeout ${EMBER_AGENT_BOOT_TIMEOUT:-240} 2>"$T/agent.log" &
-apid=$!
-cleanup() {
-	kill "$apid" 2>/dev/null
-	wait "$apid" 2>/dev/null
-	rm -rf "$RUN"
-}
-trap 'cleanup; _scratch_cleanup' EXIT
-for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.1; done
-[ -s "$T/port" ] || { cat "$T/agent.log"; fail "the agent did not start"; }
-U="http://127.0.0.1:$(cat "$T/port")/ember.hostagent.v1.HostAgent"
-
-rpc() { # METHOD JSON [OUT] -> body in OUT (default $T/out), prints the status
-	curl -sS --max-time 300 -H 'Content-Type: application/json' \
-	     -o "${3:-$T/out}" -w '%{http_code}' -d "$2" "$U/$1"
-}
-# exec ID ARGV-JSON: the Connect stream of an Exec, one JSON object a line
-# in $T/exec.
-exec_rpc() {
-	local body="{\"sandboxId\":\"$1\",\"argv\":$2}"
-	printf '00%08x' "${#body}" | xxd -r -p >"$T/req"
-	printf '%s' "$body" >>"$T/req"
-	curl -sS --max-time 120 -H 'Content-Type: application/connect+json' \
-	     --data-binary @"$T/req" -o "$T/stream" "$U/Exec" || return 1
-	/usr/bin/python3 - "$T/stream" >"$T/exec" <<'PY'
-import sys, json, base64
-b = open(sys.argv[1], 'rb').read()
-while b:
-    flags, n = b[0], int.from_bytes(b[1:5], 'big')
-    m = json.loads(b[5:5 + n]); b = b[5 + n:]
-    for k in ('stdoutData', 'stderrData'):
-        if k in m: m[k] = base64.b64decode(m[k]).decode()
-    m['_end'] = bool(flags & 2)
-    print(json.dumps(m))
-PY
-}
-field() { # FILE PY-EXPR-ON-j
-	/usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"
-}
+. "$(dirname "$0")/common.sh"
+agent_e2e_init "$@" -- "${EMBER_AGENT_CLONES:-5}"
+start_agent agent-tmpl
 dump_logs() {
 	echo "--- agent log"; tail -n 40 "$T/agent.log"
 	for f in vmm.log uffd.log console.log; do
@@ -86,7 +22,7 @@ dump_logs() {
 	done
 }
 
-N=${6:-5}
+N=${INNER_ARGS[0]:-5}
 SRC=e2e-tmpl-src
 s=$(rpc CreateSandbox "{\"sandboxId\":\"$SRC\",\"vcpus\":1,\"memoryMib\":128}")
 [ "$s" = 200 ] || { bad "CreateSandbox answered $s: $(cat "$T/out")"; ID=$SRC; dump_logs; exit 1; }
