@@ -9,21 +9,47 @@ Usage: tests/run.py [--suite unit|kvm|e2e ...] [meson test args...]
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def meson_test(builddir, suites, logbase, extra, env=None):
+def meson_test(builddir, suites, logbase, extra, env=None, watch=None,
+               poll_s=60):
+    """Runs meson test. watch, if given, is called every poll_s seconds
+    while the tests run; when it answers False three times in a row the
+    tests are stopped (their results then count as failed)."""
     cmd = ["meson", "test", "-C", builddir, "--print-errorlogs",
            "--logbase", logbase, "--num-processes", "1"]
     for s in suites:
         cmd += ["--suite", s]
     cmd += extra
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=env)
-    return read_results(os.path.join(builddir, "meson-logs", logbase + ".json"))
+    log = os.path.join(builddir, "meson-logs", logbase + ".json")
+    if os.path.exists(log):
+        os.unlink(log)
+    p = subprocess.Popen(cmd, env=env, start_new_session=watch is not None)
+    misses = 0
+    while True:
+        try:
+            p.wait(timeout=poll_s)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if watch is None:
+            continue
+        misses = 0 if watch() else misses + 1
+        if misses >= 3:
+            print("run: the nested host has not answered three checks in a "
+                  "row; stopping the test", flush=True)
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            c = read_results(log)
+            c["failed"] += 1  # the test that was stopped
+            return c
+    return read_results(log)
 
 
 def read_results(path):
@@ -80,7 +106,8 @@ def run_e2e(nested_session, builddir, extra):
             while pending:
                 name = pending[0]
                 c = meson_test(builddir, ["e2e"], "testlog-e2e-" + name,
-                               opts + [name], env=env)
+                               opts + [name], env=env,
+                               watch=lambda: nested_session.alive(env, 60))
                 if (c["failed"] and name not in retried
                         and not nested_session.alive(env)):
                     print(f"run: the nested host stopped answering during "
