@@ -256,6 +256,13 @@ static int add_entropy(const uint8_t *bytes, size_t len)
 	fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || ioctl(fd, RNDADDENTROPY, info) < 0)
 		r = -errno;
+	/* Credited entropy alone does not reseed a CRNG that is already
+	 * initialised (Linux reseeds it about once a minute): clones of one
+	 * template read the same bytes until then. Force the reseed; a
+	 * kernel without RNDRESEEDCRNG (before 4.17) keeps the old way. */
+	else if (ioctl(fd, RNDRESEEDCRNG) < 0)
+		log_warn("RNDRESEEDCRNG: %s (the new entropy is used at the "
+			 "kernel's next reseed)", strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	free(info);
