@@ -33,7 +33,7 @@ static const char usage[] =
     "  --state-dir DIR      host state (default $EMBER_NESTED_STATE, else\n"
     "                       " NESTED_DEFAULT_STATE ")\n"
     "  --forward HOST:GUEST forward 127.0.0.1:HOST to the host's port GUEST (repeatable)\n"
-    "  --smp N              vCPUs (default 2)\n"
+    "  --smp N              vCPUs (default 1: see docs/vmm-machine.md)\n"
     "  --memory MB          memory in MiB (default 4096)\n"
     "  --scratch SIZE       scratch disk size, sparse (default 8G)\n"
     "  --images DIR         kernel and initramfs (default $EMBER_NESTED_IMAGES,\n"

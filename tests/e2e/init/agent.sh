@@ -56,12 +56,9 @@ pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 ctl() { "$CTL" --socket "$SOCK" --vsock-port 1024 --token "$TOKEN" --timeout 60 "$@"; }
 
-# TODO(vsock): one vCPU by default. With two, the guest triple-faulted (no
-# panic on its console) during the 50 MiB stdout step in 2 of 3 fresh-clone
-# CI runs inside the nested host; in a later loop the nested host's own
-# kernel crashed under a stalled 2-vCPU guest. The evidence points at the
-# nested host's emulated SVM, not proven: docs/vmm-machine.md, "Guests with
-# several vCPUs in the nested host". Every 1-vCPU guest passed.
+# One vCPU by default: the nested host has one CPU (two made its emulated
+# SVM fail, 1-vCPU guests included), where a 2-vCPU guest passes but runs
+# slower. docs/vmm-machine.md, "One CPU for the nested host".
 cat >"$T/vm.json" <<EOF
 {
   "boot-source": {"kernel_image_path": "$ART/vmlinux",

@@ -40,7 +40,7 @@ static void test_args(void)
 	CHECK(a.n_qemu_args == 1 && strcmp(a.qemu_args[0], "-d") == 0);
 
 	/* Defaults. */
-	CHECK(PARSE(&a, err, "start") == 0 && a.smp == 2 &&
+	CHECK(PARSE(&a, err, "start") == 0 && a.smp == 1 &&
 	      a.memory_mb == 4096 && a.scratch_bytes == 8ull << 30 &&
 	      a.state_dir == NULL && a.n_forwards == 0);
 
