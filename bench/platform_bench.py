@@ -329,8 +329,8 @@ def exec_rtt(a, ag, folder, owned, ids):
     finally:
         ids.extend(ed.created)
         owned.update(ed.stop())
-    return (statistics.median(times["emberd"]),
-            statistics.median(times["agent"]), times)
+    return (round(statistics.median(times["emberd"]), 2),
+            round(statistics.median(times["agent"]), 2), times)
 
 
 def file_throughput(ag, sid, mib, runs):
@@ -545,7 +545,7 @@ def main():
             ready_exec(c)
             destroy(c)
             log(f"spawn {i}: {spawns[-1]} ms")
-        res["spawn_ready_ms"] = statistics.median(spawns)
+        res["spawn_ready_ms"] = round(statistics.median(spawns), 2)
         res["spawn_runs"] = len(spawns)
         res["spawn_guest_mib"] = 128
 
