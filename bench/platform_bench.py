@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Platform benchmarks through ember-agent: pause, resume, spawn, exec.
+"""Platform benchmarks through ember-agent and emberd: pause, resume, spawn, exec.
 
 Runs where Linux guests run (inside the nested host here; bench/run.py
 starts it there through in_host). Starts its own ember-agent on a free
@@ -27,21 +27,30 @@ and measures, from this side of the RPC:
                             installed. The three modes alternate, rotating
                             their order each round, on one sandbox
   spawn_ready_ms            CreateSandbox from a snapshot template to a
-                            ready clone, median of --spawn-runs, with the
+                            ready clone, median of --spawn-runs (10), with the
                             agent's default prefetch (ON: the first clone
                             records the template's working set)
   spawn_parallel_10_ms      N clones at once until all are ready (N=10 when
                             the host's free memory allows; spawn_parallel_n)
-  exec_rtt_ms               Exec of `true` through the agent (agent-level:
-                            emberd's REST adds one more hop), median of 10
+  exec_rtt_ms               POST /v1/sandboxes/{id}/exec of `true` (buffered)
+                            through emberd's REST, median of --exec-runs
+                            (10) after one warm-up, on a 256 MiB sandbox
+                            made with POST /v1/sandboxes. emberd runs first,
+                            alone (its reconciler destroys agent sandboxes
+                            it does not know), against this agent, with an
+                            SQLite db and an API key of its own under
+                            /var/lib/ember/bench-<pid>-emberd
+  exec_rtt_ms_agent         Exec of `true` through the agent's RPC on the
+                            same sandbox, alternated with the REST ones
+                            (exec_rtt_ratio_emberd_agent: their ratio)
   file_write_mib_s          WriteFile of a --file-mib (32) MiB random file
   file_read_mib_s           ReadFile of it back (compared byte for byte);
                             both through the agent's RPC (JSON, base64) and
                             the guest agent over vsock, median of
                             --file-runs (3)
 
-Everything it creates is destroyed at the end, also on errors, and the
-agent is stopped. Progress goes to stderr; one JSON object is printed on
+Everything it creates is destroyed at the end, also on errors, and emberd
+and the agent are stopped. Progress goes to stderr; one JSON object is printed on
 the last line of stdout.
 """
 import argparse
@@ -77,6 +86,17 @@ class RpcError(RuntimeError):
         self.status = status
 
 
+def http_request(port, method, path, body, headers, timeout):
+    """One request on a new connection to 127.0.0.1:port; (status, body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
 class Agent:
     """A client of one ember-agent's Connect RPC (JSON)."""
 
@@ -84,14 +104,8 @@ class Agent:
         self.port = port
 
     def _post(self, method, body, ctype, timeout):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            c.request("POST", SVC + method, body=body,
-                      headers={"Content-Type": ctype})
-            r = c.getresponse()
-            return r.status, r.read()
-        finally:
-            c.close()
+        return http_request(self.port, "POST", SVC + method, body,
+                            {"Content-Type": ctype}, timeout)
 
     def call(self, method, req, timeout=300):
         status, body = self._post(method, json.dumps(req).encode(),
@@ -133,9 +147,131 @@ def free_port():
     return port
 
 
-def procs_with_id(prefix):
+def log_tail(path, what, n=30):
+    """Logs the last n lines of the log file path of `what`."""
+    try:
+        with open(path, "rb") as f:
+            tail = f.read().decode(errors="replace").splitlines()[-n:]
+    except OSError as e:
+        tail = [str(e)]
+    log(f"{what}'s log ends:\n  " + "\n  ".join(tail))
+
+
+class Emberd:
+    """emberd on a free localhost port, against one agent, with an SQLite db
+    and an API key of its own in folder; a client of its REST API."""
+
+    def __init__(self, binary, folder, agent_port, artifacts):
+        self.folder = folder
+        self.sandboxes = set()   # created and not yet destroyed
+        self.created = []        # every sandbox id it made (for cleanup)
+        os.makedirs(folder, exist_ok=True)
+        db = os.path.join(folder, "emberd.db")
+        p = subprocess.run([binary, "keys", "create", "--name", "bench",
+                            "--db", db], capture_output=True, text=True,
+                           timeout=60)
+        if p.returncode != 0 or not p.stdout.startswith("ember_"):
+            raise RuntimeError(f"emberd keys create exited {p.returncode}: "
+                               f"{p.stderr.strip()[-300:]}")
+        self.key = p.stdout.strip()
+        self.port = free_port()
+        self.log_path = os.path.join(folder, "emberd.log")
+        self.log_file = open(self.log_path, "wb")
+        # The reconciler's first pass (at start) finds the agent up; later
+        # passes (ListSandboxes on the agent) would only add noise.
+        self.proc = subprocess.Popen(
+            [binary, "--db", db, "--listen", f"127.0.0.1:{self.port}",
+             "--agent", f"http://127.0.0.1:{agent_port}",
+             "--kernel", os.path.join(artifacts, "vmlinux"),
+             "--rootfs", os.path.join(artifacts, "rootfs.ext4"),
+             "--default-vcpus", "1", "--default-memory", "256M",
+             "--reconcile-interval", "60", "--log-level", "warn"],
+            stdout=self.log_file, stderr=self.log_file,
+            stdin=subprocess.DEVNULL)
+
+    def api(self, method, path, req=None, timeout=300):
+        headers = {"Authorization": "Bearer " + self.key}
+        body = None
+        if req is not None:
+            body = json.dumps(req).encode()
+            headers["Content-Type"] = "application/json"
+        status, data = http_request(self.port, method, path, body, headers,
+                                    timeout)
+        if status not in (200, 201):
+            raise RpcError(f"{method} {path}", status,
+                           data.decode(errors="replace"))
+        return json.loads(data) if data else {}
+
+    def wait_host_up(self, timeout=90):
+        deadline = time.monotonic() + timeout
+        hosts = []
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"emberd exited {self.proc.returncode}")
+            try:
+                hosts = self.api("GET", "/v1/hosts", timeout=5).get("hosts", [])
+                if hosts and all(h.get("state") == "up" for h in hosts):
+                    return
+            except (OSError, RpcError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"emberd did not see the agent up: {hosts}")
+
+    def create(self, req, timeout=600):
+        """POST /v1/sandboxes; waits until the sandbox runs; its id."""
+        s = self.api("POST", "/v1/sandboxes", req, timeout=timeout)
+        sid = s["id"]
+        self.sandboxes.add(sid)
+        self.created.append(sid)
+        deadline = time.monotonic() + timeout
+        while s.get("state") != "running":
+            if s.get("state") in ("error", "stopped") or \
+                    time.monotonic() > deadline:
+                raise RuntimeError(f"sandbox {sid} is {s.get('state')}: "
+                                   f"{s.get('error')}")
+            time.sleep(0.2)
+            s = self.api("GET", f"/v1/sandboxes/{sid}")
+        return sid
+
+    def exec(self, sid, argv, timeout=120):
+        """Buffered exec; returns (exit code, stdout)."""
+        r = self.api("POST", f"/v1/sandboxes/{sid}/exec",
+                     {"cmd": argv, "stream": False}, timeout=timeout)
+        return r.get("exit_code"), r.get("stdout", "")
+
+    def destroy(self, sid):
+        self.api("DELETE", f"/v1/sandboxes/{sid}", timeout=120)
+        self.sandboxes.discard(sid)
+
+    def stop(self):
+        """Destroys what it still has, stops emberd; returns the ids it could
+        not destroy (for the agent to destroy directly)."""
+        left = set()
+        for sid in sorted(self.sandboxes):
+            try:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("emberd is not running")
+                self.destroy(sid)
+            except (OSError, RuntimeError) as e:
+                if not (isinstance(e, RpcError) and e.status == 404):
+                    log(f"cleanup: DELETE /v1/sandboxes/{sid}: {e}")
+                    left.add(sid)
+        self.sandboxes.clear()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log("cleanup: emberd did not stop on SIGTERM; killing it")
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+        return left
+
+
+def procs_with_id(prefixes):
     """(pid, comm) of ember-vmm/ember-uffd processes whose --id starts with
-    prefix: only what this run started."""
+    one of prefixes (a tuple): only what this run started."""
     found = []
     for p in os.listdir("/proc"):
         if not p.isdigit():
@@ -149,9 +285,52 @@ def procs_with_id(prefix):
                                                          b"ember-uffd"):
             continue
         for i, a in enumerate(argv[:-1]):
-            if a == b"--id" and argv[i + 1].decode(errors="replace").startswith(prefix):
+            if a == b"--id" and argv[i + 1].decode(errors="replace").startswith(prefixes):
                 found.append((int(p), os.path.basename(argv[0]).decode()))
     return found
+
+
+def exec_true(client, sid):
+    """Exec of `true` in sid through client (an Agent or an Emberd)."""
+    code, _ = client.exec(sid, ["true"])
+    if code != 0:
+        raise RuntimeError(f"`true` exited {code} in {sid}")
+
+
+def exec_rtt(a, ag, folder, owned, ids):
+    """Exec round trips of `true` on one 256 MiB sandbox that a new emberd
+    (in folder, against agent ag) creates: through emberd's REST and through
+    the agent's RPC, alternating which goes first each round, after one
+    warm-up of each. Destroys the sandbox and stops emberd, also on errors;
+    what emberd could not destroy goes into owned (destroyed through the
+    agent later), every id it made into ids. Returns (REST median, RPC
+    median, {side: [ms...]})."""
+    ed = Emberd(a.emberd, folder, ag.port, a.artifacts)
+    try:
+        ed.wait_host_up()
+        t0 = time.monotonic()
+        sid = ed.create({"vcpus": 1, "memory_mib": 256, "timeout": 3600})
+        log(f"sandbox {sid} through emberd: running after "
+            f"{ms(time.monotonic() - t0)} ms")
+        sides = {"emberd": ed, "agent": ag}
+        for client in sides.values():
+            exec_true(client, sid)
+        times = {side: [] for side in sides}
+        for i in range(a.exec_runs):
+            for side in (("emberd", "agent") if i % 2 == 0
+                         else ("agent", "emberd")):
+                t0 = time.monotonic()
+                exec_true(sides[side], sid)
+                times[side].append(ms(time.monotonic() - t0))
+        ed.destroy(sid)
+    except BaseException:
+        log_tail(ed.log_path, "emberd")
+        raise
+    finally:
+        ids.extend(ed.created)
+        owned.update(ed.stop())
+    return (round(statistics.median(times["emberd"]), 2),
+            round(statistics.median(times["agent"]), 2), times)
 
 
 def file_throughput(ag, sid, mib, runs):
@@ -190,10 +369,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--agent", default=os.path.join(
         ROOT, "build", "src", "ember-agent", "ember-agent"))
+    ap.add_argument("--emberd", default=os.path.join(
+        ROOT, "build", "src", "emberd", "emberd"))
     ap.add_argument("--artifacts", default=os.path.join(ROOT, "build",
                                                         "artifacts"))
     ap.add_argument("--resume-runs", type=int, default=3)
-    ap.add_argument("--spawn-runs", type=int, default=3)
+    ap.add_argument("--spawn-runs", type=int, default=10)
     ap.add_argument("--exec-runs", type=int, default=10)
     ap.add_argument("--file-mib", type=int, default=32)
     ap.add_argument("--file-runs", type=int, default=3)
@@ -221,6 +402,8 @@ def main():
         stdout=agent_log, stderr=agent_log, stdin=subprocess.DEVNULL)
     ag = Agent(port)
     sandboxes, templates = set(), set()
+    emberd_dir = f"{state}-emberd"
+    emberd_ids = []
     res, notes = {}, {}
     t_start = time.monotonic()
     try:
@@ -246,9 +429,21 @@ def main():
             sandboxes.discard(sid)
 
         def ready_exec(sid):
-            code, _ = ag.exec(sid, ["true"])
-            if code != 0:
-                raise RuntimeError(f"`true` exited {code} in {sid}")
+            exec_true(ag, sid)
+
+        # ---- exec through emberd, first: emberd's reconciler destroys
+        # agent sandboxes it does not know, so it runs alone ----
+        try:
+            (res["exec_rtt_ms"], res["exec_rtt_ms_agent"],
+             rtts) = exec_rtt(a, ag, emberd_dir, sandboxes, emberd_ids)
+            res["exec_rtt_ratio_emberd_agent"] = round(
+                res["exec_rtt_ms"] / res["exec_rtt_ms_agent"], 2)
+            res["exec_rtt_level"] = "emberd"
+            res["exec_runs"] = a.exec_runs
+            log(f"exec rtt: emberd {rtts['emberd']}, agent {rtts['agent']}")
+        except Exception as e:  # the rest does not need emberd
+            notes["exec_rtt_ms"] = f"failed through emberd: {e}"
+            log(notes["exec_rtt_ms"])
 
         # ---- pause and resume: one 256 MiB sandbox ----
         sid = prefix + "pause"
@@ -320,17 +515,9 @@ def main():
             res["resume_prefetched_pages"] = int(statistics.median(p for _, p, _ in stats["ON"]))
             res["resume_faults_eager"] = int(statistics.median(f for f, _, _ in stats["EAGER"]))
             res["resume_faults_record"] = stats["RECORD"][0][0]
-        # Exec RTT on the sandbox, running again (its memory partly faulted
-        # in: one warm-up exec first).
+        # File throughput on the sandbox, running again.
         ag.call("ResumeSandbox", {"sandboxId": sid})
         ready_exec(sid)
-        rtts = []
-        for _ in range(a.exec_runs):
-            t0 = time.monotonic()
-            ready_exec(sid)
-            rtts.append(ms(time.monotonic() - t0))
-        res["exec_rtt_ms"] = statistics.median(rtts)
-        log(f"exec rtt: {rtts}")
         (res["file_write_mib_s"], res["file_read_mib_s"], fw,
          fr) = file_throughput(ag, sid, a.file_mib, a.file_runs)
         res["file_mib"] = a.file_mib
@@ -358,7 +545,7 @@ def main():
             ready_exec(c)
             destroy(c)
             log(f"spawn {i}: {spawns[-1]} ms")
-        res["spawn_ready_ms"] = statistics.median(spawns)
+        res["spawn_ready_ms"] = round(statistics.median(spawns), 2)
         res["spawn_runs"] = len(spawns)
         res["spawn_guest_mib"] = 128
 
@@ -388,9 +575,8 @@ def main():
             destroy(c)
     except BaseException:
         agent_log.flush()
-        with open(os.path.join(state, "agent.log"), "rb") as f:
-            tail = f.read().decode(errors="replace").splitlines()[-30:]
-        log("failed; the agent's log ends:\n  " + "\n  ".join(tail))
+        log("failed")
+        log_tail(os.path.join(state, "agent.log"), "the agent")
         raise
     finally:
         for sid in sorted(sandboxes):
@@ -412,22 +598,22 @@ def main():
             proc.wait()
         agent_log.close()
         # Whatever the agent could not stop: only processes of this run.
-        for p, comm in procs_with_id(prefix):
+        for p, comm in procs_with_id((prefix, *emberd_ids)):
             log(f"cleanup: killing {comm} {p} left behind")
             try:
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
         if os.environ.get("EMBER_BENCH_KEEP") == "1":
-            log(f"kept {state}")
+            log(f"kept {state} and {emberd_dir}")
         else:
             shutil.rmtree(state, ignore_errors=True)
+            shutil.rmtree(emberd_dir, ignore_errors=True)
         shutil.rmtree(run, ignore_errors=True)
 
     if "resume_faults_lazy" not in res:
         notes.setdefault("resume_faults_lazy",
                          "the agent's answers carried no RestoreStats")
-    res["exec_rtt_level"] = "agent"
     res["platform_seconds"] = round(time.monotonic() - t_start, 1)
     if notes:
         res["_notes"] = notes
