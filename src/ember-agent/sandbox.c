@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -921,15 +922,37 @@ int sandbox_wait_guest(struct agent *a, const char *id, int timeout_ms,
 	return wait_guest(a, &copy, timeout_ms, e);
 }
 
+/* Once a second: a running sandbox whose VMM exited is in error; so is one
+ * whose page server exited while its guest still needs it (a resumed or
+ * spawned guest faults on pages not yet served, and with no one to serve
+ * them its vCPUs would hang for good): its VMM is killed. ember-uffd exits
+ * by itself only once the VM is gone. */
 void sandbox_monitor(struct agent *a)
 {
 	pthread_mutex_lock(&a->lock);
 	for (struct sandbox *s = a->sandboxes; s; s = s->next) {
-		if (s->state != SBX_RUNNING || ns_pid_alive(s->vmm_pid, s->vmm_child))
+		if (s->state != SBX_RUNNING)
 			continue;
-		snprintf(s->error, sizeof(s->error), "the VMM (pid %d) exited",
-			 (int)s->vmm_pid);
-		olog_warn(s->id, "%s; see its console.log and vmm.log", s->error);
+		if (!ns_pid_alive(s->vmm_pid, s->vmm_child)) {
+			snprintf(s->error, sizeof(s->error),
+				 "the VMM (pid %d) exited", (int)s->vmm_pid);
+			olog_warn(s->id, "%s; see its console.log and vmm.log",
+				  s->error);
+		} else if (s->uffd_pid > 0 &&
+			   !ns_pid_alive(s->uffd_pid, s->vmm_child)) {
+			snprintf(s->error, sizeof(s->error),
+				 "the page server (pid %d) exited while the "
+				 "guest ran; its memory since the last pause "
+				 "is lost, the VMM was stopped",
+				 (int)s->uffd_pid);
+			olog_warn(s->id, "%s; see its uffd.log", s->error);
+			/* SIGKILL does not block; the VMM is reaped by the
+			 * destroy that follows (or by init if adopted). */
+			kill(s->vmm_pid, SIGKILL);
+			s->uffd_pid = 0;
+		} else {
+			continue;
+		}
 		set_state(a, s, SBX_ERROR);
 	}
 	pthread_mutex_unlock(&a->lock);

@@ -389,11 +389,12 @@ static void prefetch_args(enum prefetch_mode mode, const char *ws,
 
 /* Starts ember-uffd on the chain; *ready_fd is the read end of its ready
  * pipe. The socket appears once it listens. ws: the working-set file of
- * the chain (NULL: none); metrics: its metrics file. */
+ * the chain (NULL: none); metrics: its metrics file; *log_from: where this
+ * page server's lines start in uffd.log (earlier ones logged there too). */
 static int spawn_uffd(struct agent *a, const char *id, const char *header,
 		      const char *snap, const char *sock, enum prefetch_mode mode,
 		      const char *ws, const char *metrics, pid_t *pid,
-		      int *ready_fd)
+		      int *ready_fd, off_t *log_from)
 {
 	char log_path[PATH_MAX], fdnum[16];
 	int p[2], log, r;
@@ -407,6 +408,9 @@ static int spawn_uffd(struct agent *a, const char *id, const char *header,
 	log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (log < 0)
 		return -errno;
+	*log_from = lseek(log, 0, SEEK_END);
+	if (*log_from < 0)
+		*log_from = 0;
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		r = -errno;
 		close(log);
@@ -469,9 +473,11 @@ static int wait_path(const char *path, pid_t pid, int timeout_ms)
 	return -ETIMEDOUT;
 }
 
-/* The page server's last ERROR line in <dir>/uffd.log, without its time,
- * level and component, into why ("" when there is none). */
-static void uffd_why(struct agent *a, const char *id, char *why, size_t len)
+/* The last ERROR line in <dir>/uffd.log from offset FROM on (the page
+ * server just started: not an earlier one's), without its time, level and
+ * component, into why ("" when there is none). */
+static void uffd_why(struct agent *a, const char *id, off_t from, char *why,
+		     size_t len)
 {
 	char path[PATH_MAX], buf[4096], *line = NULL, *p;
 	ssize_t n = 0;
@@ -483,10 +489,10 @@ static void uffd_why(struct agent *a, const char *id, char *why, size_t len)
 	    (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return;
 	off_t end = lseek(fd, 0, SEEK_END);
-	if (end > 0)
-		n = ember_pread_full(fd, buf, sizeof(buf) - 1,
-				     end > (off_t)sizeof(buf) - 1
-					     ? end - (off_t)sizeof(buf) + 1 : 0);
+	if (end - (off_t)sizeof(buf) + 1 > from)
+		from = end - (off_t)sizeof(buf) + 1;
+	if (end > from)
+		n = ember_pread_full(fd, buf, (size_t)(end - from), from);
 	close(fd);
 	if (n <= 0)
 		return;
@@ -568,9 +574,8 @@ static int reidentify(struct agent *a, const struct sandbox *s, pid_t vmm,
 			return -ECHILD;
 		}
 		/* Without its page server the guest waits on its next
-		 * fault for ever. TODO(agent): nothing watches the page
-		 * server after the resume; its death then hangs the guest
-		 * while the sandbox still reads running. */
+		 * fault for ever (after the resume sandbox_monitor()
+		 * watches for that). */
 		if (uffd > 0 && !ns_pid_alive(uffd, true)) {
 			agent_err_set(e, "the page server exited during the resume (see uffd.log)");
 			return -ECHILD;
@@ -682,6 +687,7 @@ static int restore(struct agent *a, const struct sandbox *s,
 	const char *id = s->id;
 	struct vmm_client *vc = NULL;
 	pid_t vmm = 0, uffd = 0;
+	off_t log_from = 0;
 	int ready = -1, rc;
 
 	if ((rc = sbx_path(&a->cfg, id, P_SNAP_DIR, snap, sizeof(snap))) < 0 ||
@@ -701,7 +707,7 @@ static int restore(struct agent *a, const struct sandbox *s,
 	memset(st, 0, sizeof(*st));
 	st->mode = mode;
 	rc = spawn_uffd(a, id, header, snap, usock, mode, ws, metrics, &uffd,
-			&ready);
+			&ready, &log_from);
 	if (rc < 0) {
 		agent_err_set(e, "cannot start %s: %s", a->cfg.uffd_bin,
 			      strerror(-rc));
@@ -711,7 +717,7 @@ static int restore(struct agent *a, const struct sandbox *s,
 	if (rc < 0) {
 		char why[600];
 
-		uffd_why(a, id, why, sizeof(why));
+		uffd_why(a, id, log_from, why, sizeof(why));
 		agent_err_set(e, "the page server did not listen on %s: %s%s (see uffd.log)",
 			      usock, rc == -ECHILD ? "it exited" : strerror(-rc),
 			      why);
@@ -744,14 +750,19 @@ static int restore(struct agent *a, const struct sandbox *s,
 	/* The page server says "ready" once it has the VMM's handshake. */
 	struct pollfd pfd = { .fd = ready, .events = POLLIN };
 	char buf[16] = "";
+	ssize_t got = -1;
+
 	rc = poll(&pfd, 1, UFFD_READY_TIMEOUT_MS);
-	if (rc <= 0 || read(ready, buf, sizeof(buf) - 1) <= 0 ||
-	    strncmp(buf, "ready", 5) != 0) {
+	if (rc > 0)
+		got = read(ready, buf, sizeof(buf) - 1);
+	if (got <= 0 || strncmp(buf, "ready", 5) != 0) {
 		char why[600];
 
-		uffd_why(a, id, why, sizeof(why));
-		agent_err_set(e, "the page server did not get ready%s (see uffd.log)",
-			      why);
+		/* End of file: the page server is gone (nothing else holds
+		 * the pipe's write end). */
+		uffd_why(a, id, log_from, why, sizeof(why));
+		agent_err_set(e, "the page server did not get ready%s%s (see uffd.log)",
+			      got == 0 ? ": it exited" : "", why);
 		rc = rc == 0 ? -ETIMEDOUT : -EIO;
 		goto fail;
 	}

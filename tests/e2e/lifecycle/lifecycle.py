@@ -14,6 +14,7 @@ go wrong.
      naming it, A stays paused; the layer mended, A resumes intact;
   6. the page server killed while A resumes;
   7. the agent killed (kill -9) while A pauses, and started again;
+  8. the page server killed after A resumed: A in error, its VMM stopped;
 each ends in a defined state, A keeps its file and counter, and at the
 end nothing is left (processes, files, sockets, mounts). Exit 0 passed,
 1 failed, 77 skipped.
@@ -207,6 +208,26 @@ def lifecycle(st, check):
     st.start_agent()
     check(st.wait_host_up(), "emberd sees the restarted agent up")
     recover(st, check, a, "after the agent's kill -9 during a pause")
+    # 8. The page server killed after a resume: the guest can no longer get
+    # the memory it has not touched yet, so the agent stops its VMM (rather
+    # than leave its vCPUs hanging on the next fault) and A is in error.
+    stack.log("8. page server killed after a resume")
+    check(ej("sandbox", "pause", a)["state"] == "paused", "A paused again")
+    check(ej("sandbox", "resume", a)["state"] == "running", "A resumed")
+    _, out = st.in_host(
+        "for p in $(pgrep -x ember-uffd); do tr '\\0' ' ' </proc/$p/cmdline "
+        f"| grep -q -- '--id {a}' && {{ kill -9 $p; echo $p; }}; done; true")
+    check(out.strip(), "A's page server was killed after the resume")
+    sb = st.wait_state(a, ("error",), timeout=5 * st.reconcile_interval + 10)
+    check(sb["state"] == "error" and sb.get("error"),
+          f"A is in error after its page server died ({sb['state']}, "
+          f"{sb.get('error')!r})")
+    with open(os.path.join(st.work, "agent.log"), errors="replace") as f:
+        said = [l for l in f if "the page server (pid" in l]
+    check(said and f"[{a}]" in said[-1],
+          f"the agent's log says why, naming A ({said[-1:]!r})")
+    check(st.vmm_pid(a) is None, "A's VMM was stopped")
+
     # Whatever state A is in now, it can be killed and nothing is left.
     rc, _, err = ember("-q", "sandbox", "kill", a)
     check(rc == 0 and ej("sandbox", "get", a)["state"] == "stopped",
