@@ -12,7 +12,7 @@ every mapping of /proc/PID/smaps, shared library pages included) minus the
 Rss of its guest-memory mapping, once the guest is up, for 1 vCPU and
 128 MiB, started as the boot runs are (--no-api --config-file).
 vmm_rss_overhead_kib_api: the same with the API socket served (how
-ember-agent runs it), which loads libmicrohttpd and GnuTLS.
+ember-agent runs it), which adds libevent's evhttp (src/lib/http_server.c).
 The guest memory is the mapping named [anon:ember-guest-memory] where the
 kernel names mappings (CONFIG_ANON_VMA_NAME), else the one mapping of
 exactly the guest's size; ember-vmm marks it MADV_DONTDUMP, so the kernel

@@ -11,7 +11,8 @@ packages=(
   ninja-build             # meson's backend
   pkg-config              # meson finds libraries through it
   python3                 # meson and tests/run.py
-  libmicrohttpd-dev       # HTTP servers: ember-vmm's API, agent RPC, emberd REST
+  libmicrohttpd-dev       # HTTP servers: agent RPC, emberd REST
+  libevent-dev            # HTTP server of ember-vmm's API (evhttp: no TLS, small)
   libjansson-dev          # JSON everywhere
   libcurl4-openssl-dev    # HTTP clients: agent to VMM, CLI to emberd
   libsqlite3-dev          # emberd's default database

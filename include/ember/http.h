@@ -2,12 +2,12 @@
 /*
  * HTTP/1.1 + JSON servers on a Unix socket, for every Ember program that
  * offers an API (ember-vmm's Firecracker API, later the host agent and
- * emberd). Built on libmicrohttpd with one internal polling thread: requests
+ * emberd). Built on libevent's evhttp with one event-loop thread: requests
  * are handled one at a time, in order, on that thread, so a handler needs no
  * lock against other requests.
  *
  * The glue collects the whole request body (at most EMBER_HTTP_MAX_BODY
- * bytes) and calls one handler per request; the handler fills a response.
+ * bytes; a longer one is answered 413) and calls one handler per request; the handler fills a response.
  * Errors follow Firecracker's shape: {"fault_message": "..."}.
  *
  * Like the rest of libember, these functions do not log; they return 0 or a

@@ -175,6 +175,10 @@ struct vm_snapshot_load {
 int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 		     char *err, size_t errlen);
 
+/* The configuration the VM runs with; after a snapshot load, the one the
+ * snapshot recorded with the load's overrides (no boot source). */
+const struct vm_config *vm_get_config(const struct vm *vm);
+
 /* The machine under a vm (the kvm tests read registers and memory). */
 struct machine;
 struct machine *vm_machine(const struct vm *vm);

@@ -1,107 +1,52 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * HTTP/1.1 server glue on libmicrohttpd over a Unix socket (include/ember/
- * http.h). One internal polling thread handles every connection, so
- * requests reach the handler one at a time.
+ * HTTP/1.1 server glue on libevent's evhttp over a Unix socket (include/
+ * ember/http.h). One thread of the server's own runs an event loop that
+ * handles every connection, so requests reach the handler one at a time.
  *
- * A request goes through libmicrohttpd's access handler several times: the
- * first call only allocates the per-request buffer, the following ones hand
- * over body chunks, the last one (no more data) runs the handler and queues
- * the response. The buffer is freed when the request completes.
+ * evhttp reads a whole request (headers and body, at most
+ * EMBER_HTTP_MAX_BODY bytes of body: a longer one is answered 413 by
+ * evhttp and its connection closed) before it calls on_request, which runs
+ * the handler and queues the response. An idle connection is closed after
+ * 60 s.
  *
- * libmicrohttpd is loaded by the first ember_http_server_start (dlopen),
- * not when the program starts: a program that serves no HTTP (ember-vmm
- * --no-api) maps neither it nor what Debian's build links with it (GnuTLS,
- * nettle, gmp, p11-kit, ...: about 2.5 MB of resident pages), and runs
- * none of their constructors.
- *
- * TODO(vmm-machine): with the API served the VMM still costs about 4.8 MB
- * resident beside its guest (target 3 MB), 2.4 MB of it GnuTLS and its
- * friends; a libmicrohttpd built without HTTPS (from Debian's source
- * package, cached like the guest kernel) would remove them
- * (docs/vmm-machine.md, "Boot time and memory").
+ * Why libevent and not libmicrohttpd, which the agent and emberd use:
+ * Debian's libmicrohttpd is built with HTTPS and pulls in GnuTLS, nettle,
+ * gmp, p11-kit and more, whose constructors and pages cost ember-vmm about
+ * 2.4 MB of resident memory beside every guest; libevent's evhttp (core and
+ * extra) costs about 0.35 MB, which keeps the VMM's own memory under its
+ * 3 MiB target (docs/vmm-machine.md, "Boot time and memory").
  */
 #include <ember/http.h>
-#include <ember/log.h>
 
-#include <dlfcn.h>
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <fcntl.h>
-#include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#if MHD_VERSION < 0x00097002
-typedef int MHD_Result_t;
-#else
-typedef enum MHD_Result MHD_Result_t;
-#endif
-
-/* The soname of the library in Debian's package libmicrohttpd12. */
-#define MHD_SONAME "libmicrohttpd.so.12"
-
-/* The functions used, resolved from the library. */
-static struct {
-	__typeof__(MHD_start_daemon) *start_daemon;
-	__typeof__(MHD_stop_daemon) *stop_daemon;
-	__typeof__(MHD_create_response_from_buffer) *create_response;
-	__typeof__(MHD_add_response_header) *add_header;
-	__typeof__(MHD_queue_response) *queue_response;
-	__typeof__(MHD_destroy_response) *destroy_response;
-	int err; /* 0 once loaded */
-} mhd;
-static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
-
-static void *mhd_sym(void *lib, const char *name)
-{
-	void *f = dlsym(lib, name);
-
-	if (!f) {
-		log_error("%s: no symbol %s", MHD_SONAME, name);
-		mhd.err = -ELIBBAD;
-	}
-	return f;
-}
-
-static void mhd_load(void)
-{
-	/* Kept loaded for the program's life: no dlclose. */
-	void *lib = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
-
-	if (!lib) {
-		log_error("cannot load the HTTP library: %s", dlerror());
-		mhd.err = -ELIBACC;
-		return;
-	}
-	mhd.start_daemon = mhd_sym(lib, "MHD_start_daemon");
-	mhd.stop_daemon = mhd_sym(lib, "MHD_stop_daemon");
-	mhd.create_response = mhd_sym(lib, "MHD_create_response_from_buffer");
-	mhd.add_header = mhd_sym(lib, "MHD_add_response_header");
-	mhd.queue_response = mhd_sym(lib, "MHD_queue_response");
-	mhd.destroy_response = mhd_sym(lib, "MHD_destroy_response");
-}
-
 struct ember_http_server {
-	struct MHD_Daemon *daemon;
-	int listen_fd;
+	struct event_base *base;
+	struct evhttp *http;
+	struct event *stop_ev;
+	int stop_fd; /* eventfd: written by ember_http_server_stop */
+	pthread_t thread;
 	ember_http_handler handler;
 	void *ctx;
-	atomic_int in_flight; /* requests begun and not yet completed */
-};
-
-struct request_buf {
-	char *data;
-	size_t len;
-	bool too_large;
+	atomic_int in_flight; /* requests handled and not yet sent */
 };
 
 static int fill_unix_addr(const char *path, struct sockaddr_un *addr)
@@ -225,122 +170,185 @@ int ember_http_body_object(const struct ember_http_request *req, json_t **out,
 	return 0;
 }
 
-static MHD_Result_t queue(struct MHD_Connection *conn,
-			  struct ember_http_response *r)
+static const char *method_name(enum evhttp_cmd_type cmd)
 {
-	struct MHD_Response *mr;
-	MHD_Result_t ret;
-	size_t len = r->body ? strlen(r->body) : 0;
-
-	mr = mhd.create_response(len, r->body, MHD_RESPMEM_MUST_FREE);
-	if (!mr) {
-		free(r->body);
-		return MHD_NO;
+	switch (cmd) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	case EVHTTP_REQ_TRACE: return "TRACE";
+	case EVHTTP_REQ_CONNECT: return "CONNECT";
+	case EVHTTP_REQ_PATCH: return "PATCH";
 	}
-	r->body = NULL;
-	if (len && r->content_type)
-		mhd.add_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE,
-			       r->content_type);
-	if (r->allow)
-		mhd.add_header(mr, MHD_HTTP_HEADER_ALLOW, r->allow);
-	ret = mhd.queue_response(conn, r->status, mr);
-	mhd.destroy_response(mr);
-	return ret;
+	return "?";
 }
 
-static MHD_Result_t on_request(void *cls, struct MHD_Connection *conn,
-			       const char *url, const char *method,
-			       const char *version, const char *upload_data,
-			       size_t *upload_data_size, void **con_cls)
+/* The response has been written to the client (or its connection is
+ * gone): the request no longer counts for ember_http_server_drain. */
+static void on_sent(struct evhttp_request *req, void *arg)
 {
-	struct ember_http_server *srv = cls;
-	struct request_buf *buf = *con_cls;
+	struct ember_http_server *srv = arg;
+
+	(void)req;
+	atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+static void send_response(struct evhttp_request *r,
+			  struct ember_http_response *resp)
+{
+	struct evkeyvalq *hdrs = evhttp_request_get_output_headers(r);
+	struct evbuffer *body = NULL;
+	size_t len = resp->body ? strlen(resp->body) : 0;
+
+	if (len) {
+		body = evbuffer_new();
+		if (body && evbuffer_add(body, resp->body, len) < 0) {
+			evbuffer_free(body);
+			body = NULL;
+		}
+		if (!body) {
+			resp->status = 500;
+		} else if (resp->content_type) {
+			evhttp_add_header(hdrs, "Content-Type",
+					  resp->content_type);
+		}
+	}
+	if (resp->allow)
+		evhttp_add_header(hdrs, "Allow", resp->allow);
+	/* A NULL reason: evhttp uses the standard phrase of the status. */
+	evhttp_send_reply(r, (int)resp->status, NULL, body);
+	if (body)
+		evbuffer_free(body);
+	free(resp->body);
+	resp->body = NULL;
+}
+
+static void on_request(struct evhttp_request *r, void *arg)
+{
+	struct ember_http_server *srv = arg;
 	struct ember_http_response resp = {.status = 200};
 	struct ember_http_request req;
+	struct evbuffer *in = evhttp_request_get_input_buffer(r);
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r);
+	const char *raw = uri ? evhttp_uri_get_path(uri) : NULL;
+	size_t body_len = in ? evbuffer_get_length(in) : 0;
+	char *path, *body = NULL;
+	size_t path_len = 0;
 
-	if (!buf) {
-		buf = calloc(1, sizeof(*buf));
-		if (!buf)
-			return MHD_NO;
-		*con_cls = buf;
-		atomic_fetch_add(&srv->in_flight, 1);
-		return MHD_YES;
-	}
-	if (*upload_data_size) {
-		size_t n = *upload_data_size;
-
-		*upload_data_size = 0;
-		if (buf->too_large || buf->len + n > EMBER_HTTP_MAX_BODY) {
-			buf->too_large = true;
-			return MHD_YES;
+	atomic_fetch_add(&srv->in_flight, 1);
+	evhttp_request_set_on_complete_cb(r, on_sent, srv);
+	/* The path as the client meant it: percent escapes decoded, '+'
+	 * kept, no query. */
+	path = evhttp_uridecode(raw && raw[0] ? raw : "/", 0, &path_len);
+	if (body_len) {
+		body = malloc(body_len + 1);
+		if (body) {
+			evbuffer_remove(in, body, body_len);
+			body[body_len] = '\0';
 		}
-		char *p = realloc(buf->data, buf->len + n + 1);
-
-		if (!p)
-			return MHD_NO;
-		memcpy(p + buf->len, upload_data, n);
-		buf->data = p;
-		buf->len += n;
-		buf->data[buf->len] = '\0';
-		return MHD_YES;
 	}
-
-	if (buf->too_large) {
-		ember_http_reply_error(
-		    &resp, 413, "The request body is larger than %d bytes.",
-		    EMBER_HTTP_MAX_BODY);
-		return queue(conn, &resp);
+	if (!path || (body_len && !body)) {
+		ember_http_reply_error(&resp, 500, "Out of memory.");
+	} else if (strlen(path) != path_len) {
+		ember_http_reply_error(&resp, 400,
+				       "Malformed path: it holds a NUL byte.");
+	} else {
+		req.method = method_name(evhttp_request_get_command(r));
+		req.path = path;
+		req.body = body ? body : "";
+		req.body_len = body ? body_len : 0;
+		srv->handler(srv->ctx, &req, &resp);
 	}
-	req.method = method;
-	req.path = url;
-	req.body = buf->data ? buf->data : "";
-	req.body_len = buf->len;
-	srv->handler(srv->ctx, &req, &resp);
-	return queue(conn, &resp);
+	send_response(r, &resp);
+	free(path);
+	free(body);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
+static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
-	struct ember_http_server *srv = cls;
-	struct request_buf *buf = *con_cls;
+	struct ember_http_server *srv = arg;
 
-	if (buf) {
-		free(buf->data);
-		free(buf);
-		*con_cls = NULL;
-		atomic_fetch_sub(&srv->in_flight, 1);
-	}
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(srv->base);
+}
+
+static void *server_thread(void *arg)
+{
+	struct ember_http_server *srv = arg;
+
+	event_base_dispatch(srv->base);
+	return NULL;
+}
+
+static void server_free(struct ember_http_server *srv)
+{
+	if (srv->http)
+		evhttp_free(srv->http); /* closes its connections and socket */
+	if (srv->stop_ev)
+		event_free(srv->stop_ev);
+	if (srv->base)
+		event_base_free(srv->base);
+	if (srv->stop_fd >= 0)
+		close(srv->stop_fd);
+	free(srv);
 }
 
 int ember_http_server_start(int listen_fd, ember_http_handler handler,
 			    void *ctx, struct ember_http_server **out)
 {
-	struct ember_http_server *srv;
+	struct ember_http_server *srv = calloc(1, sizeof(*srv));
+	int flags, rc;
 
-	pthread_once(&mhd_once, mhd_load);
-	if (mhd.err) {
-		close(listen_fd);
-		return mhd.err;
-	}
-	srv = calloc(1, sizeof(*srv));
 	if (!srv) {
 		close(listen_fd);
 		return -ENOMEM;
 	}
-	srv->listen_fd = listen_fd;
+	srv->stop_fd = -1;
 	srv->handler = handler;
 	srv->ctx = ctx;
-	/* An idle client connection is dropped after 60 s. */
-	srv->daemon = mhd.start_daemon(
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
-	    on_request, srv, MHD_OPTION_LISTEN_SOCKET, listen_fd,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60, MHD_OPTION_END);
-	if (!srv->daemon) {
+	flags = fcntl(listen_fd, F_GETFL);
+	if (flags < 0 || fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+		rc = -errno;
 		close(listen_fd);
 		free(srv);
+		return rc;
+	}
+	srv->base = event_base_new();
+	srv->http = srv->base ? evhttp_new(srv->base) : NULL;
+	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!srv->http || srv->stop_fd < 0) {
+		close(listen_fd);
+		server_free(srv);
+		return -ENOMEM;
+	}
+	evhttp_set_allowed_methods(
+	    srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+			   EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+			   EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+			   EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	evhttp_set_max_body_size(srv->http, EMBER_HTTP_MAX_BODY);
+	evhttp_set_timeout(srv->http, 60);
+	evhttp_set_gencb(srv->http, on_request, srv);
+	/* From here evhttp owns listen_fd (closed by evhttp_free). */
+	if (!evhttp_accept_socket_with_handle(srv->http, listen_fd)) {
+		close(listen_fd);
+		server_free(srv);
 		return -EIO;
+	}
+	srv->stop_ev = event_new(srv->base, srv->stop_fd, EV_READ, on_stop,
+				 srv);
+	if (!srv->stop_ev || event_add(srv->stop_ev, NULL) < 0) {
+		server_free(srv);
+		return -ENOMEM;
+	}
+	rc = pthread_create(&srv->thread, NULL, server_thread, srv);
+	if (rc) {
+		server_free(srv);
+		return -rc;
 	}
 	*out = srv;
 	return 0;
@@ -359,9 +367,13 @@ void ember_http_server_drain(struct ember_http_server *srv, int timeout_ms)
 
 void ember_http_server_stop(struct ember_http_server *srv)
 {
+	uint64_t one = 1;
+
 	if (!srv)
 		return;
-	/* MHD_stop_daemon closes the listening socket it was given. */
-	mhd.stop_daemon(srv->daemon);
-	free(srv);
+	/* The loop ends after the request in progress, if any. */
+	if (write(srv->stop_fd, &one, sizeof(one)) != sizeof(one))
+		abort(); /* an eventfd takes a write of 8 bytes */
+	pthread_join(srv->thread, NULL);
+	server_free(srv);
 }

@@ -147,6 +147,10 @@ struct virtio_vsock {
 	unsigned n_orphans;
 
 	bool reset_event_pending;
+	/* The VM is paused (virtio_vsock_quiesce): the device writes nothing
+	 * to guest memory and raises no interrupt; host sockets still come
+	 * and go, and their data waits in them. */
+	bool quiesced;
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -435,7 +439,7 @@ static void rx_pump(struct virtio_vsock *v)
 	struct virtq *q = &t->queues[VSOCK_RXQ];
 	bool used = false;
 
-	if (!driver_ready(v) || !q->ready)
+	if (v->quiesced || !driver_ready(v) || !q->ready)
 		return;
 	for (;;) {
 		struct virtq_chain ch;
@@ -841,6 +845,46 @@ static void vsock_reset(void *dev)
 	v->reset_event_pending = false;
 }
 
+/*
+ * The device's own snapshot state, after the transport's:
+ *   u32 version (1), u32 flags (bit 0: a transport reset event still
+ *   waits for an event buffer)
+ * Connections are not saved: the guest was told of the transport reset
+ * before its state was taken (virtio_vsock_transport_reset), so it holds
+ * none that a restored VM would have to carry on.
+ */
+#define VSOCK_STATE_SIZE 8
+#define VSOCK_STATE_RESET_PENDING 1u
+
+static int vsock_save(void *dev, uint8_t **buf, size_t *len)
+{
+	struct virtio_vsock *v = dev;
+	uint32_t words[2] = { 1, v->reset_event_pending
+					 ? VSOCK_STATE_RESET_PENDING : 0 };
+	uint8_t *b = malloc(VSOCK_STATE_SIZE);
+
+	if (!b)
+		return -ENOMEM;
+	memcpy(b, words, sizeof(words));
+	*buf = b;
+	*len = VSOCK_STATE_SIZE;
+	return 0;
+}
+
+static int vsock_restore(void *dev, const uint8_t *b, size_t len)
+{
+	struct virtio_vsock *v = dev;
+	uint32_t words[2];
+
+	if (len != VSOCK_STATE_SIZE)
+		return -EINVAL;
+	memcpy(words, b, sizeof(words));
+	if (words[0] != 1 || (words[1] & ~VSOCK_STATE_RESET_PENDING))
+		return -EINVAL;
+	v->reset_event_pending = words[1] & VSOCK_STATE_RESET_PENDING;
+	return 0;
+}
+
 static void vsock_config_read(void *dev, uint64_t off, uint8_t *data,
 			      unsigned len)
 {
@@ -1055,6 +1099,8 @@ static const struct virtio_dev_ops vsock_ops = {
 	.config_read = vsock_config_read,
 	.queue_notify = vsock_notify,
 	.reset = vsock_reset,
+	.save = vsock_save,
+	.restore = vsock_restore,
 	.teardown = vsock_teardown,
 };
 
@@ -1167,4 +1213,29 @@ void virtio_vsock_transport_reset(struct machine *m)
 	deliver_reset_event(v);
 	pthread_mutex_unlock(v->lock);
 	olog_debug(m->id, "vsock: transport reset");
+}
+
+void virtio_vsock_quiesce(struct machine *m, bool on)
+{
+	struct virtio_vsock *v = m->vsock;
+
+	if (!v)
+		return;
+	pthread_mutex_lock(v->lock);
+	v->quiesced = on;
+	if (!on) {
+		uint64_t now = ember_now_ns();
+
+		/* A host connection that waited through the pause for the
+		 * guest's answer gets its whole time again. */
+		for (unsigned i = 0; i < VSOCK_MAX_CONNS; i++) {
+			struct vsock_conn *c = v->conns[i];
+
+			if (c && c->state == CONN_REQUESTING)
+				c->deadline_ns = now + VSOCK_CONNECT_TIMEOUT_NS;
+		}
+		deliver_reset_event(v);
+		rx_pump(v);
+	}
+	pthread_mutex_unlock(v->lock);
 }

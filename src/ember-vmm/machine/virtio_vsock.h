@@ -14,6 +14,7 @@
 #ifndef EMBER_VMM_VIRTIO_VSOCK_H
 #define EMBER_VMM_VIRTIO_VSOCK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct machine;
@@ -33,5 +34,12 @@ int virtio_vsock_setup(struct machine *m, uint32_t guest_cid,
  * guest's sockets do not survive the move to another host. Safe from any
  * thread but a device handler's. No-op without a vsock device. */
 void virtio_vsock_transport_reset(struct machine *m);
+
+/* While the VM is paused (on), the device writes nothing to guest memory
+ * and raises no interrupt: host connections and their data wait. Off
+ * delivers what waited. The transport reset above still writes its event
+ * while quiesced (it is meant for the snapshot). No-op without a vsock
+ * device. */
+void virtio_vsock_quiesce(struct machine *m, bool on);
 
 #endif

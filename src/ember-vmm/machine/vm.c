@@ -336,26 +336,39 @@ void vm_destroy(struct vm *vm)
 	free(vm);
 }
 
+/* The devices whose threads write guest memory on their own (frames from
+ * a tap, data from host vsock sockets) hold it while the VM is paused. */
+static void devices_quiesce(struct machine *m, bool on)
+{
+	virtio_net_quiesce(m, on);
+	virtio_vsock_quiesce(m, on);
+}
+
 int vm_pause(struct vm *vm)
 {
 	int ret = machine_pause(vm->m);
 
-	/* Stopped vCPUs alone would still let frames land in guest
+	/* Stopped vCPUs alone would still let device threads write guest
 	 * memory behind a snapshot's back. */
 	if (!ret)
-		virtio_net_quiesce(vm->m, true);
+		devices_quiesce(vm->m, true);
 	return ret;
 }
 
 int vm_resume(struct vm *vm)
 {
-	virtio_net_quiesce(vm->m, false);
+	devices_quiesce(vm->m, false);
 	return machine_resume(vm->m);
 }
 
 bool vm_is_paused(const struct vm *vm)
 {
 	return machine_is_paused(vm->m);
+}
+
+const struct vm_config *vm_get_config(const struct vm *vm)
+{
+	return vm->cfg;
 }
 
 struct machine *vm_machine(const struct vm *vm)
@@ -476,10 +489,9 @@ int vm_snapshot_create(struct vm *vm, enum vm_snapshot_type type,
 		return -ENOMEM;
 	}
 	/* The guest's vsock connections do not survive the move: it hears
-	 * so before its state is taken (the event is in the snapshot).
-	 * TODO(snapshot): the vsock device thread keeps running while the
-	 * vCPUs are paused, and the device has no save/restore of its own
-	 * state (a reset event still pending for want of a buffer is lost). */
+	 * so before its state is taken (the event is in the snapshot, or,
+	 * when the driver has no event buffer posted, in the device's saved
+	 * state, delivered as soon as it posts one). */
 	virtio_vsock_transport_reset(vm->m);
 	ret = machine_save_state(vm->m, s, err, errlen);
 	if (ret)
@@ -563,8 +575,9 @@ int vm_snapshot_load(const struct vm_snapshot_load *load, struct vm **out,
 			goto fail;
 		}
 	}
-	/* Paused until resumed: no frame reaches the guest before. */
-	virtio_net_quiesce(vm->m, true);
+	/* Paused until resumed: no frame or vsock packet reaches the guest
+	 * before. */
+	devices_quiesce(vm->m, true);
 	ret = machine_check_state(vm->m, s, msg, sizeof(msg));
 	if (ret) {
 		snprintf(err, errlen, "snapshot file %s: %s",

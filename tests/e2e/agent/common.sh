@@ -28,6 +28,8 @@
 #                           decoded, _end on the last)
 #   exec_out ID ARGV-JSON   an Exec; prints its stdout
 #   field FILE PY-EXPR      a value of a JSON file (j is the document)
+#   dump_logs [ID]          the agent's log and the last lines of sandbox
+#                           ID's (default $ID) VMM, page server and console
 
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
@@ -125,4 +127,12 @@ for line in open(sys.argv[1]):
 
 field() {
 	/usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+
+dump_logs() {
+	local id=${1:-${ID:-}}
+	echo "--- agent log"; tail -n 40 "$T/agent.log"
+	for f in vmm.log uffd.log console.log; do
+		echo "--- $id/$f"; tail -n 20 "$T/state/sandboxes/$id/$f" 2>/dev/null
+	done
 }

@@ -64,12 +64,6 @@ host_pid=$!
 HOST_IP=$(ip -4 -o addr show scope global | awk '$2 != "e2einet0" {sub("/.*", "", $4); print $4; exit}')
 
 start_agent agent-net
-dump_logs() {
-	echo "--- agent log"; tail -n 40 "$T/agent.log"
-	for f in vmm.log console.log; do
-		echo "--- $1 $f"; tail -n 20 "$T/state/sandboxes/$1/$f" 2>/dev/null
-	done
-}
 # A server that answers from the host, so that a refusal below is the
 # rules' doing and not a dead server's.
 for _ in $(seq 100); do

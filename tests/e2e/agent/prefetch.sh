@@ -26,12 +26,6 @@ r = json.load(open(sys.argv[1])).get("restore", {})
 print(r.get("prefetch", "none").replace("PREFETCH_MODE_", ""),
       int(r.get("faultsUntilReady", 0)), int(r.get("prefetchedPages", 0)))' "$1"
 }
-dump_logs() {
-	echo "--- agent log"; tail -n 40 "$T/agent.log"
-	for f in uffd.log vmm.log console.log; do
-		echo "--- $1/$f"; tail -n 20 "$T/state/sandboxes/$1/$f" 2>/dev/null
-	done
-}
 # check_guest ID: the template's file and background process are there.
 check_guest() {
 	local out

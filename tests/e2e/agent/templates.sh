@@ -15,12 +15,6 @@ set -uo pipefail
 . "$(dirname "$0")/common.sh"
 agent_e2e_init "$@" -- "${EMBER_AGENT_CLONES:-5}"
 start_agent agent-tmpl
-dump_logs() {
-	echo "--- agent log"; tail -n 40 "$T/agent.log"
-	for f in vmm.log uffd.log console.log; do
-		echo "--- $f"; tail -n 20 "$T/state/sandboxes/$ID/$f" 2>/dev/null
-	done
-}
 
 N=${INNER_ARGS[0]:-5}
 SRC=e2e-tmpl-src

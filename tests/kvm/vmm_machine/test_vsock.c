@@ -6,7 +6,9 @@
  * guest memory; no vCPU runs. Checked: CONNECT/REQUEST/RESPONSE/OK, data
  * both ways, the guest's credit limiting what the device sends, a guest
  * connection to <uds_path>_P and one to a port with no listener (RST), the
- * host closing (SHUTDOWN), and the transport reset event.
+ * host closing (SHUTDOWN), the transport reset event, nothing written to
+ * guest memory while quiesced (a paused VM), and a reset event still
+ * pending carried in the device's snapshot state.
  */
 #include <errno.h>
 #include <poll.h>
@@ -222,6 +224,95 @@ static size_t read_n(int fd, void *buf, size_t len)
 	return got;
 }
 
+/* While quiesced (a paused VM) a host CONNECT waits in the device: no
+ * REQUEST reaches guest memory until it is let go. */
+static void check_quiesce(const char *path)
+{
+	struct virtio_vsock_hdr h;
+	uint8_t data[64];
+	uint16_t before = __atomic_load_n(&used(0)->idx, __ATOMIC_ACQUIRE);
+	int c;
+
+	virtio_vsock_quiesce(m, true);
+	c = unix_connect(path);
+	CHECK(c >= 0 && write(c, "CONNECT 1025\n", 13) == 13);
+	usleep(500 * 1000);
+	CHECK(__atomic_load_n(&used(0)->idx, __ATOMIC_ACQUIRE) == before);
+	virtio_vsock_quiesce(m, false);
+	CHECK(rx_next(&h, data, sizeof(data)) == 0 &&
+	      h.op == VIRTIO_VSOCK_OP_REQUEST && h.dst_port == 1025);
+	/* The guest refuses: the host socket is closed. */
+	tx(1025, h.src_port, VIRTIO_VSOCK_OP_RST, 0, 0, 0, NULL, 0);
+	CHECK(c >= 0 && read_n(c, data, 1) == 0);
+	if (c >= 0)
+		close(c);
+}
+
+static struct machine_dev *vsock_dev(struct machine *mm)
+{
+	for (unsigned i = 0; i < mm->n_devs; i++)
+		if (strcmp(mm->devs[i]->name, "virtio-vsock") == 0)
+			return mm->devs[i];
+	return NULL;
+}
+
+/* A transport reset while the driver has no event buffer is kept in the
+ * device's saved state; a device restored from it (guest memory copied,
+ * as a snapshot does) hands the event to the driver's next buffer. */
+static int check_pending_reset(const char *dir)
+{
+	struct machine_config mc = { .id = "vsock-test-2", .vcpu_count = 1,
+				     .mem_size = 16ULL << 20 };
+	struct machine *m1 = m, *m2 = NULL;
+	struct machine_dev *dev1 = dev;
+	uint8_t *state = NULL;
+	size_t len = 0;
+	uint32_t words[2];
+	char path2[80];
+	int r;
+
+	/* The first reset used the driver's only event buffer. */
+	virtio_vsock_transport_reset(m);
+	CHECK(__atomic_load_n(&used(2)->idx, __ATOMIC_ACQUIRE) == 1);
+	pthread_mutex_lock(&dev->lock);
+	r = dev->save ? dev->save(dev->opaque, &state, &len) : -1;
+	pthread_mutex_unlock(&dev->lock);
+	REQUIRE(r == 0 && len >= 8);
+	memcpy(words, state + len - 8, 8);
+	CHECK(words[0] == 1 && words[1] == 1); /* version 1, reset pending */
+
+	snprintf(path2, sizeof(path2), "%s/v2.sock", dir);
+	REQUIRE(machine_create(&mc, &m2) == 0);
+	REQUIRE(virtio_vsock_setup(m2, CID, path2) == 0);
+	memcpy(machine_gpa_to_hva(m2, 0x100000, 0x300000),
+	       machine_gpa_to_hva(m1, 0x100000, 0x300000), 0x300000);
+	m = m2;
+	dev = vsock_dev(m2);
+	REQUIRE(dev != NULL);
+	/* Unknown flags are refused. */
+	state[len - 4] = 3;
+	pthread_mutex_lock(&dev->lock);
+	CHECK(dev->restore(dev->opaque, state, len) == -EINVAL);
+	state[len - 4] = 1;
+	CHECK(dev->restore(dev->opaque, state, len) == 0);
+	pthread_mutex_unlock(&dev->lock);
+	/* Nothing for the driver until it posts an event buffer. */
+	CHECK(__atomic_load_n(&used(2)->idx, __ATOMIC_ACQUIRE) == 1);
+	desc(2)[1] = (struct vring_desc){ .addr = EVBUF_GPA + 0x100, .len = 4,
+					  .flags = VRING_DESC_F_WRITE };
+	make_avail(2, 1);
+	mmio_w(VIRTIO_MMIO_QUEUE_NOTIFY, 2);
+	CHECK(__atomic_load_n(&used(2)->idx, __ATOMIC_ACQUIRE) == 2);
+	CHECK(*(uint32_t *)machine_gpa_to_hva(m2, EVBUF_GPA + 0x100, 4) ==
+	      VIRTIO_VSOCK_EVENT_TRANSPORT_RESET);
+	machine_destroy(m2);
+	CHECK(access(path2, F_OK) != 0);
+	m = m1;
+	dev = dev1;
+	free(state);
+	return 0;
+}
+
 int main(void)
 {
 	struct machine_config mc = { .id = "vsock-test", .vcpu_count = 1,
@@ -353,6 +444,8 @@ int main(void)
 
 	if (c >= 0)
 		close(c);
+	check_quiesce(path);
+	REQUIRE(check_pending_reset(dir) == 0);
 	if (s >= 0)
 		close(s);
 	close(l);

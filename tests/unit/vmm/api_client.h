@@ -98,6 +98,27 @@ static const char *resp_field(const char *name)
 	return value;
 }
 
+/* The value of an integer field of the last response's JSON body, or -1. */
+static inline long long resp_int(const char *name)
+{
+	json_t *j = resp_body ? json_loads(resp_body, 0, NULL) : NULL;
+	json_t *v = json_object_get(j, name);
+	long long n = json_is_integer(v) ? json_integer_value(v) : -1;
+
+	json_decref(j);
+	return n;
+}
+
+/* Whether a field of the last response's JSON body is true. */
+static inline bool resp_true(const char *name)
+{
+	json_t *j = resp_body ? json_loads(resp_body, 0, NULL) : NULL;
+	bool t = json_is_true(json_object_get(j, name));
+
+	json_decref(j);
+	return t;
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};

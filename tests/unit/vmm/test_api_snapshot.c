@@ -256,6 +256,12 @@ static void test_load(void)
 	CHECK(state_is("Not started"));
 	CHECK(load(state, "File", mem, false) == 204);
 	CHECK(state_is("Paused"));
+	/* The machine is the snapshot's: 2 vCPUs, 64 MiB, dirty pages
+	 * tracked as the load asked. */
+	CHECK(api_req("GET", "/machine-config", NULL) == 200);
+	CHECK(resp_int("vcpu_count") == 2);
+	CHECK(resp_int("mem_size_mib") == 64);
+	CHECK(resp_true("track_dirty_pages"));
 	CHECK(api_req("PATCH", "/vm", "{\"state\": \"Resumed\"}") == 204);
 	CHECK(state_is("Running"));
 	CHECK(api_req("PATCH", "/vm", "{\"state\": \"Paused\"}") == 204);
