@@ -1019,6 +1019,10 @@ static void expire(struct virtio_vsock *v)
 
 		if (!c || !c->deadline_ns || now < c->deadline_ns)
 			continue;
+		/* A paused guest cannot answer: its time runs from the
+		 * resume (virtio_vsock_quiesce). */
+		if (v->quiesced && c->state != CONN_HOST_LINE)
+			continue;
 		switch (c->state) {
 		case CONN_HOST_LINE:
 			conn_free(v, c);

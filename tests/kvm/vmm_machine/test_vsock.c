@@ -236,7 +236,9 @@ static void check_quiesce(const char *path)
 	virtio_vsock_quiesce(m, true);
 	c = unix_connect(path);
 	CHECK(c >= 0 && write(c, "CONNECT 1025\n", 13) == 13);
-	usleep(500 * 1000);
+	/* Longer than the 5 s a guest has to answer a CONNECT: a paused
+	 * guest's time only runs from the resume. */
+	usleep(5600 * 1000);
 	CHECK(__atomic_load_n(&used(0)->idx, __ATOMIC_ACQUIRE) == before);
 	virtio_vsock_quiesce(m, false);
 	CHECK(rx_next(&h, data, sizeof(data)) == 0 &&
