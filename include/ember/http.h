@@ -8,7 +8,10 @@
  *
  * The glue collects the whole request body (at most EMBER_HTTP_MAX_BODY
  * bytes; a longer one is answered 413) and calls one handler per request; the handler fills a response.
- * Errors follow Firecracker's shape: {"fault_message": "..."}.
+ * Errors follow Firecracker's shape: {"fault_message": "..."}, but for what
+ * the HTTP layer refuses before a handler sees it (413 for a body or
+ * headers too large, 400 for a request that is not HTTP, 501 for an
+ * unknown method).
  *
  * Like the rest of libember, these functions do not log; they return 0 or a
  * negative errno.
@@ -21,6 +24,7 @@
 #include <stddef.h>
 
 #define EMBER_HTTP_MAX_BODY (64 * 1024)
+#define EMBER_HTTP_MAX_HEADERS (16 * 1024)
 
 struct ember_http_request {
 	const char *method; /* "GET", "PUT", "PATCH", ... */

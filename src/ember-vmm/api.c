@@ -659,9 +659,7 @@ static int snapshot_load(struct vmm *vmm, json_t *body, char *err,
 		rc = vm_snapshot_load(&load, &vm, err, errlen);
 	}
 	if (!rc) {
-		/* GET /machine-config and /vm/config show the loaded
-		 * machine (its boot source is not in a snapshot). */
-		vmm->cfg.vm = *vm_get_config(vm);
+		config_show_loaded(&vmm->cfg, vm_get_config(vm));
 		vmm->vm = vm;
 		vmm->state = load.resume_vm ? VMM_RUNNING : VMM_PAUSED;
 		wake_main(vmm);

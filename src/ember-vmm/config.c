@@ -809,6 +809,23 @@ static json_t *str_or_null(const char *s)
 	return s[0] ? json_string(s) : json_null();
 }
 
+void config_show_loaded(struct vmm_config *cfg, const struct vm_config *vm)
+{
+	struct vm_config *c = &cfg->vm;
+
+	c->vcpu_count = vm->vcpu_count;
+	c->mem_size_mib = vm->mem_size_mib;
+	c->smt = vm->smt;
+	c->track_dirty_pages = vm->track_dirty_pages;
+	memcpy(c->drives, vm->drives, sizeof(c->drives));
+	c->n_drives = vm->n_drives;
+	memcpy(c->nets, vm->nets, sizeof(c->nets));
+	c->n_nets = vm->n_nets;
+	c->vsock = vm->vsock;
+	c->entropy = vm->entropy;
+	c->has_boot_source = false;
+}
+
 json_t *config_machine_json(const struct vmm_config *cfg)
 {
 	return json_pack("{s:I, s:I, s:b, s:b}", "vcpu_count",

@@ -81,6 +81,12 @@ int config_load_file(struct vmm_config *cfg, const char *path, char *err,
 int config_check_startable(const struct vmm_config *cfg, char *err,
 			   size_t errlen);
 
+/* After a snapshot load: GET /machine-config and /vm/config show the
+ * loaded machine (vCPUs, memory, drives, interfaces, vsock, entropy); the
+ * boot source stays unset (a snapshot has none), the id and the command
+ * line's settings stay as they are. */
+void config_show_loaded(struct vmm_config *cfg, const struct vm_config *vm);
+
 /* GET /machine-config and GET /vm/config (new references). */
 json_t *config_machine_json(const struct vmm_config *cfg);
 json_t *config_full_json(const struct vmm_config *cfg);

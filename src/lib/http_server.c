@@ -5,10 +5,12 @@
  * handles every connection, so requests reach the handler one at a time.
  *
  * evhttp reads a whole request (headers and body, at most
- * EMBER_HTTP_MAX_BODY bytes of body: a longer one is answered 413 by
- * evhttp and its connection closed) before it calls on_request, which runs
- * the handler and queues the response. An idle connection is closed after
- * 60 s.
+ * EMBER_HTTP_MAX_BODY bytes of body and EMBER_HTTP_MAX_HEADERS of headers)
+ * before it calls on_request, which runs the handler and queues the
+ * response. What evhttp refuses itself (a body or headers too large, a
+ * request line that is not HTTP, a method it does not know) it answers with
+ * its own status (413, 400, 501) and a short HTML page, and closes the
+ * connection. An idle connection is closed after 60 s.
  *
  * Why libevent and not libmicrohttpd, which the agent and emberd use:
  * Debian's libmicrohttpd is built with HTTPS and pulls in GnuTLS, nettle,
@@ -186,14 +188,51 @@ static const char *method_name(enum evhttp_cmd_type cmd)
 	return "?";
 }
 
-/* The response has been written to the client (or its connection is
- * gone): the request no longer counts for ember_http_server_drain. */
+/*
+ * A request counts for ember_http_server_drain from its handler until its
+ * response has been written (evhttp's on-complete callback) or its
+ * connection is gone (the close callback; evhttp then frees the request
+ * without the other). evhttp reads a connection's next request only after
+ * the last response went out, so one tracker per connection is current.
+ */
+struct tracker {
+	struct ember_http_server *srv;
+	struct evhttp_connection *evcon;
+};
+
 static void on_sent(struct evhttp_request *req, void *arg)
 {
-	struct ember_http_server *srv = arg;
+	struct tracker *t = arg;
 
 	(void)req;
-	atomic_fetch_sub(&srv->in_flight, 1);
+	evhttp_connection_set_closecb(t->evcon, NULL, NULL);
+	atomic_fetch_sub(&t->srv->in_flight, 1);
+	free(t);
+}
+
+static void on_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct tracker *t = arg;
+
+	(void)evcon;
+	atomic_fetch_sub(&t->srv->in_flight, 1);
+	free(t);
+}
+
+static void track(struct ember_http_server *srv, struct evhttp_request *r)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(r);
+	struct tracker *t = calloc(1, sizeof(*t));
+
+	if (!t || !evcon) { /* not counted: drain just waits less */
+		free(t);
+		return;
+	}
+	t->srv = srv;
+	t->evcon = evcon;
+	atomic_fetch_add(&srv->in_flight, 1);
+	evhttp_request_set_on_complete_cb(r, on_sent, t);
+	evhttp_connection_set_closecb(evcon, on_closed, t);
 }
 
 static void send_response(struct evhttp_request *r,
@@ -202,6 +241,11 @@ static void send_response(struct evhttp_request *r,
 	struct evkeyvalq *hdrs = evhttp_request_get_output_headers(r);
 	struct evbuffer *body = NULL;
 	size_t len = resp->body ? strlen(resp->body) : 0;
+
+	/* A response to HEAD has no body (evhttp would send it anyway,
+	 * without a length, and spoil the connection's next response). */
+	if (evhttp_request_get_command(r) == EVHTTP_REQ_HEAD)
+		len = 0;
 
 	if (len) {
 		body = evbuffer_new();
@@ -238,8 +282,7 @@ static void on_request(struct evhttp_request *r, void *arg)
 	char *path, *body = NULL;
 	size_t path_len = 0;
 
-	atomic_fetch_add(&srv->in_flight, 1);
-	evhttp_request_set_on_complete_cb(r, on_sent, srv);
+	track(srv, r);
 	/* The path as the client meant it: percent escapes decoded, '+'
 	 * kept, no query. */
 	path = evhttp_uridecode(raw && raw[0] ? raw : "/", 0, &path_len);
@@ -331,13 +374,20 @@ int ember_http_server_start(int listen_fd, ember_http_handler handler,
 			   EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 			   EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_max_body_size(srv->http, EMBER_HTTP_MAX_BODY);
+	evhttp_set_max_headers_size(srv->http, EMBER_HTTP_MAX_HEADERS);
+	/* A client still sending a body that is too large reads the 413
+	 * before its connection closes. */
+	evhttp_set_flags(srv->http, EVHTTP_SERVER_LINGERING_CLOSE);
+	/* A response without a body has no Content-Type. */
+	evhttp_set_default_content_type(srv->http, NULL);
 	evhttp_set_timeout(srv->http, 60);
 	evhttp_set_gencb(srv->http, on_request, srv);
-	/* From here evhttp owns listen_fd (closed by evhttp_free). */
+	/* From here evhttp owns listen_fd (closed by evhttp_free). On a
+	 * failure here (out of memory) libevent may or may not have closed
+	 * it already: it is left, rather than risk closing it twice. */
 	if (!evhttp_accept_socket_with_handle(srv->http, listen_fd)) {
-		close(listen_fd);
 		server_free(srv);
-		return -EIO;
+		return -ENOMEM;
 	}
 	srv->stop_ev = event_new(srv->base, srv->stop_fd, EV_READ, on_stop,
 				 srv);

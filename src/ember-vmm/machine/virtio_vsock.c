@@ -1230,13 +1230,18 @@ void virtio_vsock_quiesce(struct machine *m, bool on)
 	if (!on) {
 		uint64_t now = ember_now_ns();
 
-		/* A host connection that waited through the pause for the
-		 * guest's answer gets its whole time again. */
+		/* A connection that waited through the pause for the guest
+		 * (its answer to a CONNECT, its RST to a close) gets its
+		 * whole time again. */
 		for (unsigned i = 0; i < VSOCK_MAX_CONNS; i++) {
 			struct vsock_conn *c = v->conns[i];
 
-			if (c && c->state == CONN_REQUESTING)
+			if (!c || !c->deadline_ns)
+				continue;
+			if (c->state == CONN_REQUESTING)
 				c->deadline_ns = now + VSOCK_CONNECT_TIMEOUT_NS;
+			else if (c->state != CONN_HOST_LINE)
+				c->deadline_ns = now + VSOCK_CLOSE_TIMEOUT_NS;
 		}
 		deliver_reset_event(v);
 		rx_pump(v);

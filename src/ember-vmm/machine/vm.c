@@ -357,8 +357,13 @@ int vm_pause(struct vm *vm)
 
 int vm_resume(struct vm *vm)
 {
-	devices_quiesce(vm->m, false);
-	return machine_resume(vm->m);
+	int ret = machine_resume(vm->m);
+
+	/* Only a running VM takes device writes again (what waited is
+	 * delivered now); a VM that stays paused stays quiet. */
+	if (!ret)
+		devices_quiesce(vm->m, false);
+	return ret;
 }
 
 bool vm_is_paused(const struct vm *vm)
