@@ -124,7 +124,7 @@ if "$nested" need | grep -q '^yes'; then
 	use_nested=1
 	say "   This machine cannot run Linux guests with its own KVM at a useful speed,"
 	say "   so the agent runs inside a nested host (QEMU with emulated AMD SVM)."
-	say "   Starting it takes about half a minute."
+	say "   Starting it takes from about ten seconds to a minute, with the load."
 	agent_port=$(free_port)
 	"$nested" start --state-dir "$nstate" --forward "$agent_port:7070" >/dev/null ||
 		fail "the nested host did not start; see $nstate/console.log"
@@ -168,6 +168,7 @@ done_step
 
 step "3. Pause the sandbox (frozen to disk, memory freed), then resume it"
 HOST_SH_SAYS="the VMM's resident memory" capture vmm_rss host_sh "for p in \$(pgrep -x ember-vmm); do grep -q '$sb' /proc/\$p/cmdline && awk '/VmRSS/ {print \$2}' /proc/\$p/status; done | head -1"
+[ -n "$vmm_rss" ] && say "     $((vmm_rss / 1024)) MiB (the guest's memory it touched and the VMM's own)"
 capture pause_json "$ember" --json sandbox pause "$sb"
 say "$pause_json" | python3 -c '
 import json, sys
@@ -177,9 +178,9 @@ print("     state:", d.get("state"), "| generation", p.get("generation"),
       "| memory written: %.1f MiB" % (p.get("memory_bytes_written", 0) / 1048576),
       "| disk: %.0f MiB" % (p.get("disk_bytes", 0) / 1048576))
 '
-[ -n "$vmm_rss" ] && say "     memory freed: $((vmm_rss / 1024)) MiB (the VMM's resident memory before the pause; no VMM runs now)"
 HOST_SH_SAYS="is a VMM of the sandbox still running?" capture left host_sh "n=0; for p in \$(pgrep -x ember-vmm); do grep -q '$sb' /proc/\$p/cmdline && n=\$((n+1)); done; echo \$n"
 [ "$left" = 0 ] || fail "a VMM of $sb still runs while paused"
+say "     no: memory freed${vmm_rss:+: $((vmm_rss / 1024)) MiB}; the paused sandbox is only files on disk"
 run "$ember" sandbox resume "$sb"
 run "$ember" sandbox exec "$sb" -- cat /root/note.txt
 run "$ember" sandbox exec "$sb" -- sh -c 'a=$(cat /root/ticks); sleep 2; b=$(cat /root/ticks); echo "counter: $a, two seconds later $b"; [ "$b" -gt "$a" ]'

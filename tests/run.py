@@ -6,6 +6,10 @@
              this machine needs one (see hosts/nested/README.md)
 
 Usage: tests/run.py [--suite unit|kvm|e2e ...] [meson test args...]
+
+  --suite S      run only tier S (may repeat; default all three)
+  NAME ...       only these tests (e.g. `--suite e2e agent-cycles`)
+  other options  passed to `meson test` (e.g. --no-rebuild)
 """
 import json
 import os
@@ -126,6 +130,9 @@ def run_e2e(nested_session, builddir, extra):
 
 def main():
     args = sys.argv[1:]
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
     suites = []
     extra = []
     i = 0

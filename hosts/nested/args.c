@@ -131,7 +131,7 @@ int nested_parse_args(int argc, char *const argv[], struct nested_args *a,
 		a->cmd = NESTED_CMD_HELP;
 		return 0;
 	}
-	if (strcmp(argv[1], "--version") == 0) {
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
 		a->cmd = NESTED_CMD_VERSION;
 		return 0;
 	}

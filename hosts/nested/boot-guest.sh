@@ -55,7 +55,7 @@ qemu-system-x86_64 -M microvm,acpi=off -enable-kvm -cpu host -smp "$smp" -m "$me
 	-nodefaults -no-user-config -display none -no-reboot \
 	-serial "file:$log" -kernel "$kernel" -append "$append" \
 	-drive "id=root,file=$wd/disk.qcow2,format=qcow2,if=none" \
-	-device virtio-blk-device,drive=root &
+	-device virtio-blk-device,drive=root 2>"$wd/qemu.err" &
 qemu=$!
 trap 'kill $qemu 2>/dev/null || true; wait $qemu 2>/dev/null || true' EXIT
 
@@ -82,7 +82,9 @@ wait $qemu 2>/dev/null || true
 trap - EXIT
 tr -d '\r' <"$log"
 echo "boot-guest: ready line after ${ready:-?} ms, done after $total ms (wall, QEMU start to last line); log: $log" >&2
-[ -n "$ready" ] || { echo "boot-guest: no ready line" >&2; exit 1; }
+# QEMU's own words ("terminating on signal 15" when stopped here) only
+# when something went wrong.
+[ -n "$ready" ] || { cat "$wd/qemu.err" >&2; echo "boot-guest: no ready line" >&2; exit 1; }
 if [ -n "$cmd" ] && [ -z "$status" ]; then
 	echo "boot-guest: no exit line within ${timeout} s" >&2
 	exit 124

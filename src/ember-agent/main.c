@@ -42,7 +42,12 @@ static void usage(FILE *f)
 		"                       set, or record one), off (lazy), record (lazy,\n"
 		"                       record anew), eager (all memory first)\n"
 		"  --log-level LEVEL    error, warn, info (default), debug\n"
-		"  --help, --version\n");
+		"  -h, --help, -V, --version\n"
+		"\n"
+		"Serves until SIGTERM or SIGINT (running sandboxes keep running and\n"
+		"are adopted by the next agent on the same folders).\n"
+		"Exit status: 0 after a signal, 1 on a runtime failure (the port or a\n"
+		"folder cannot be used), 2 on a usage error.\n");
 }
 
 static int copy_opt(char *dst, size_t len, const char *v, const char *name)
@@ -79,7 +84,7 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg,
 {
 	enum { O_LISTEN = 256, O_PORT_FILE, O_STATE, O_RUN, O_VMM, O_VMM_BIN,
 	       O_UFFD_BIN, O_KERNEL, O_ROOTFS, O_BOOT_TIMEOUT, O_LEVEL,
-	       O_HELP, O_VERSION, O_PREFETCH };
+	       O_PREFETCH };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "port-file", required_argument, NULL, O_PORT_FILE },
@@ -93,8 +98,8 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg,
 		{ "boot-timeout", required_argument, NULL, O_BOOT_TIMEOUT },
 		{ "log-level", required_argument, NULL, O_LEVEL },
 		{ "prefetch", required_argument, NULL, O_PREFETCH },
-		{ "help", no_argument, NULL, O_HELP },
-		{ "version", no_argument, NULL, O_VERSION },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	enum ember_log_level level;
@@ -109,7 +114,7 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg,
 	cfg->prefetch = PREFETCH_ON;
 	sibling("ember-vmm", cfg->vmm_bin, sizeof(cfg->vmm_bin));
 	sibling("ember-uffd", cfg->uffd_bin, sizeof(cfg->uffd_bin));
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (c) {
 		case O_LISTEN: {
 			const char *colon = strrchr(optarg, ':');
@@ -161,8 +166,8 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg,
 			}
 			ember_log_set_level(level);
 			break;
-		case O_HELP: usage(stdout); exit(EMBER_EXIT_OK);
-		case O_VERSION: printf("ember-agent %s\n", EMBER_VERSION); exit(EMBER_EXIT_OK);
+		case 'h': usage(stdout); exit(EMBER_EXIT_OK);
+		case 'V': printf("ember-agent %s\n", EMBER_VERSION); exit(EMBER_EXIT_OK);
 		default: usage(stderr); return -EINVAL;
 		}
 		if (r < 0)

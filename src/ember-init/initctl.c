@@ -408,7 +408,7 @@ int main(int argc, char **argv)
 	struct ember_agent *a;
 	int opt, r;
 
-	while ((opt = getopt_long(argc, argv, "+s:p:t:T:jh", opts, NULL)) !=
+	while ((opt = getopt_long(argc, argv, "+s:p:t:T:jhV", opts, NULL)) !=
 	       -1) {
 		switch (opt) {
 		case 's': sock = optarg; break;

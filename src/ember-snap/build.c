@@ -69,10 +69,18 @@ int snap_build(int argc, char **argv)
 		default: fputs(usage, stderr); return EMBER_EXIT_USAGE;
 		}
 	}
-	if (optind != argc || base == !!parent_path || !o.mem_path ||
-	    !o.out_dir || (bs && !base)) {
-		fputs(usage, stderr);
-		return EMBER_EXIT_USAGE;
+	{
+		const char *bad = optind != argc ? "unexpected arguments"
+			: base == !!parent_path ? "give one of --base and --parent"
+			: !o.mem_path ? "--mem is missing"
+			: !o.out_dir ? "--out-dir is missing"
+			: bs && !base ? "--block-size goes with --base only"
+			: NULL;
+
+		if (bad) {
+			fprintf(stderr, "ember-snap build: %s\n\n%s", bad, usage);
+			return EMBER_EXIT_USAGE;
+		}
 	}
 	o.block_size = (uint32_t)bs;
 	if (base) {

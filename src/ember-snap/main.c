@@ -95,7 +95,7 @@ int main(int argc, char **argv)
 		fputs(usage, stdout);
 		return EMBER_EXIT_OK;
 	}
-	if (!strcmp(argv[1], "--version")) {
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
 		printf("ember-snap %s\n", EMBER_VERSION);
 		return EMBER_EXIT_OK;
 	}

@@ -59,9 +59,10 @@ static const char usage[] =
 	"  --accept-timeout S     give up when no VMM connects in S seconds\n"
 	"                         (default 120; 0 waits for ever)\n"
 	"  --metrics-path FILE    write metrics JSON there on exit and SIGUSR1\n"
-	"  --record-ws FILE       record the pages faulted during the first\n"
-	"  --record-seconds N     N seconds (default 10) into FILE; SIGUSR2\n"
-	"  --record-tail-ms N     ends the window N ms later (default 1000)\n"
+	"  --record-ws FILE       record into FILE the order of the pages\n"
+	"                         faulted after the handshake\n"
+	"  --record-seconds N     record for N seconds (default 10)\n"
+	"  --record-tail-ms N     or until N ms (default 1000) after SIGUSR2\n"
 	"  --prefetch FILE        install a recorded working set in bulk\n"
 	"                         right after the handshake; a corrupt or\n"
 	"                         stale file is ignored with a warning; with\n"
@@ -71,13 +72,15 @@ static const char usage[] =
 	"                         done (the VM then runs on installed pages)\n"
 	"  --id ID                object id for log lines (e.g. the sandbox)\n"
 	"  --log-level LEVEL      error, warn, info (default), debug\n"
-	"  --help, --version\n"
+	"  -h, --help, -V, --version\n"
 	"\n"
 	"Prints \"listening PATH\", \"ready\" and \"prefetched N\" lines on\n"
 	"stdout. SIGUSR1 writes metrics; SIGUSR2 (the guest is ready) too,\n"
-	"and ends the recording window. Exit status: 0 when the VM went away or on SIGTERM, 1 on a\n"
-	"runtime failure (bad header, missing layer, regions that disagree\n"
-	"with the header), 2 on a usage error.\n";
+	"and ends the recording window.\n"
+	"\n"
+	"Exit status: 0 when the VM went away or on SIGTERM, 1 on a runtime\n"
+	"failure (bad header, missing layer, regions that disagree with the\n"
+	"header), 2 on a usage error.\n";
 
 struct options {
 	const char *socket_path, *header_path, *prefetch_path, *id;
@@ -92,7 +95,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 {
 	enum { O_SOCKET = 256, O_HEADER, O_DIRS, O_VERIFY, O_READY, O_ACCEPT,
 	       O_METRICS, O_RECORD, O_RECORD_S, O_PREFETCH, O_ID, O_LEVEL,
-	       O_VERSION, O_RECORD_TAIL, O_PREFETCH_ALL, O_READY_AFTER };
+	       O_RECORD_TAIL, O_PREFETCH_ALL, O_READY_AFTER };
 	static const struct option opts[] = {
 		{"socket", required_argument, 0, O_SOCKET},
 		{"header", required_argument, 0, O_HEADER},
@@ -110,14 +113,14 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{"id", required_argument, 0, O_ID},
 		{"log-level", required_argument, 0, O_LEVEL},
 		{"help", no_argument, 0, 'h'},
-		{"version", no_argument, 0, O_VERSION},
+		{"version", no_argument, 0, 'V'},
 		{0, 0, 0, 0},
 	};
 	enum ember_log_level level;
 	uint64_t v;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (c) {
 		case O_SOCKET: o->socket_path = optarg; break;
 		case O_HEADER: o->header_path = optarg; break;
@@ -170,7 +173,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 			ember_log_set_level(level);
 			break;
 		case 'h': fputs(usage, stdout); exit(EMBER_EXIT_OK);
-		case O_VERSION:
+		case 'V':
 			printf("ember-uffd %s\n", EMBER_VERSION);
 			exit(EMBER_EXIT_OK);
 		default: fputs(usage, stderr); exit(EMBER_EXIT_USAGE);

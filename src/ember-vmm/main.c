@@ -59,8 +59,8 @@ static void usage(FILE *f)
 	    "  --level LEVEL       Error, Warning, Info (default), Debug, Trace\n"
 	    "  --boot-timer        log the time from InstanceStart to the\n"
 	    "                      guest's write to the boot-timer port\n"
-	    "  --version           print the version and exit\n"
-	    "  --help              print this help and exit\n"
+	    "  -V, --version       print the version and exit\n"
+	    "  -h, --help          print this help and exit\n"
 	    "\n"
 	    "Exit status: 0 when the guest rebooted or powered off, or on\n"
 	    "SIGTERM/SIGINT; 1 on a guest crash or a runtime failure; 2 on a\n"
@@ -98,8 +98,6 @@ static void parse_args(int argc, char **argv, struct options *o)
 		O_LOG_PATH,
 		O_LEVEL,
 		O_BOOT_TIMER,
-		O_VERSION,
-		O_HELP
 	};
 	static const struct option longopts[] = {
 	    {"api-sock", required_argument, NULL, O_API_SOCK},
@@ -109,15 +107,15 @@ static void parse_args(int argc, char **argv, struct options *o)
 	    {"log-path", required_argument, NULL, O_LOG_PATH},
 	    {"level", required_argument, NULL, O_LEVEL},
 	    {"boot-timer", no_argument, NULL, O_BOOT_TIMER},
-	    {"version", no_argument, NULL, O_VERSION},
-	    {"help", no_argument, NULL, O_HELP},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	enum ember_log_level level;
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_API_SOCK:
 			o->api_sock = optarg;
@@ -140,10 +138,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case O_BOOT_TIMER:
 			o->boot_timer = true;
 			break;
-		case O_VERSION:
+		case 'V':
 			printf("ember-vmm %s\n", EMBER_VERSION);
 			exit(EMBER_EXIT_OK);
-		case O_HELP:
+		case 'h':
 			usage(stdout);
 			exit(EMBER_EXIT_OK);
 		case ':':
