@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * HTTP/1.1 + JSON servers on a Unix socket, for every Ember program that
- * offers an API (ember-vmm's Firecracker API, later the host agent and
- * emberd). Built on libevent's evhttp with one event-loop thread: requests
- * are handled one at a time, in order, on that thread, so a handler needs no
- * lock against other requests.
+ * HTTP/1.1 + JSON server on a Unix socket: ember-vmm's Firecracker API
+ * (the agent and emberd serve TCP with libmicrohttpd in their own glue;
+ * src/lib/http_server.c says why this one differs). Built on libevent's
+ * evhttp with one event-loop thread: requests are handled one at a time,
+ * in order, on that thread, so a handler needs no lock against other
+ * requests.
  *
  * The glue collects the whole request body (at most EMBER_HTTP_MAX_BODY
- * bytes; a longer one is answered 413) and calls one handler per request; the handler fills a response.
+ * bytes; a longer one is answered 413) and calls one handler per request;
+ * the handler fills a response.
  * Errors follow Firecracker's shape: {"fault_message": "..."}, but for what
  * the HTTP layer refuses before a handler sees it (413 for a body or
  * headers too large, 400 for a request that is not HTTP, 501 for an

@@ -23,6 +23,9 @@
 #                           $failures)
 #   rpc METHOD JSON [OUT]   unary call; the body in OUT (default $T/out);
 #                           prints the HTTP status
+#   exec_request ID ARGV-JSON FILE
+#                           writes an Exec request, Connect-framed, to FILE
+#                           (for curl --data-binary @FILE to $U/Exec)
 #   exec_rpc ID ARGV-JSON   an Exec; its stream decoded into $T/exec, one
 #                           JSON object a line (stdoutData, stderrData
 #                           decoded, _end on the last)
@@ -98,10 +101,14 @@ rpc() {
 	     -o "${3:-$T/out}" -w '%{http_code}' -d "$2" "$U/$1"
 }
 
-exec_rpc() {
+exec_request() {
 	local body="{\"sandboxId\":\"$1\",\"argv\":$2}"
-	printf '00%08x' "${#body}" | xxd -r -p >"$T/req"
-	printf '%s' "$body" >>"$T/req"
+	printf '00%08x' "${#body}" | xxd -r -p >"$3"
+	printf '%s' "$body" >>"$3"
+}
+
+exec_rpc() {
+	exec_request "$1" "$2" "$T/req"
 	curl -sS --max-time 120 -H 'Content-Type: application/connect+json' \
 	     --data-binary @"$T/req" -o "$T/stream" "$U/Exec" || return 1
 	/usr/bin/python3 - "$T/stream" >"$T/exec" <<'PY'

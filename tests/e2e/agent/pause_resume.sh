@@ -92,9 +92,7 @@ check_state "after the second resume"
 # A pause while the guest streams output to the host over vsock: the
 # snapshot is taken during vsock traffic (a known Firecracker failure).
 # The stream ends with the VMM; the sandbox resumes and answers.
-body="{\"sandboxId\":\"$ID\",\"argv\":[\"sh\",\"-c\",\"while :; do cat /bin/busybox; done\"]}"
-printf '00%08x' "${#body}" | xxd -r -p >"$T/req-stream"
-printf '%s' "$body" >>"$T/req-stream"
+exec_request "$ID" '["sh","-c","while :; do cat /bin/busybox; done"]' "$T/req-stream"
 curl -sS --max-time 240 -H 'Content-Type: application/connect+json' \
      --data-binary @"$T/req-stream" -o "$T/stream-bg" "$U/Exec" 2>/dev/null &
 cpid=$!

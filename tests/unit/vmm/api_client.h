@@ -86,36 +86,44 @@ static bool fault_has(const char *s)
 	return false;
 }
 
+/* A field of the last response's JSON body (a new reference), or NULL. */
+static json_t *resp_get(const char *name)
+{
+	json_t *j = resp_body ? json_loads(resp_body, 0, NULL) : NULL;
+	json_t *v = json_incref(json_object_get(j, name));
+
+	json_decref(j);
+	return v;
+}
+
 /* The value of a string field of the last response's JSON body. */
 static const char *resp_field(const char *name)
 {
 	static char value[4096];
-	json_t *j = resp_body ? json_loads(resp_body, 0, NULL) : NULL;
+	json_t *v = resp_get(name);
 
-	snprintf(value, sizeof(value), "%s",
-		 json_string_value(json_object_get(j, name)) ?: "");
-	json_decref(j);
+	snprintf(value, sizeof(value), "%s", json_string_value(v) ?: "");
+	json_decref(v);
 	return value;
 }
 
 /* The value of an integer field of the last response's JSON body, or -1. */
 static inline long long resp_int(const char *name)
 {
-	json_t *j = resp_body ? json_loads(resp_body, 0, NULL) : NULL;
-	json_t *v = json_object_get(j, name);
+	json_t *v = resp_get(name);
 	long long n = json_is_integer(v) ? json_integer_value(v) : -1;
 
-	json_decref(j);
+	json_decref(v);
 	return n;
 }
 
 /* Whether a field of the last response's JSON body is true. */
 static inline bool resp_true(const char *name)
 {
-	json_t *j = resp_body ? json_loads(resp_body, 0, NULL) : NULL;
-	bool t = json_is_true(json_object_get(j, name));
+	json_t *v = resp_get(name);
+	bool t = json_is_true(v);
 
-	json_decref(j);
+	json_decref(v);
 	return t;
 }
 
